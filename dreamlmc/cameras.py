@@ -1,0 +1,174 @@
+"""Camera sampling: random training views, orbit (turntable) views, and their rays.
+
+Conventions (used everywhere in dreamlmc):
+- World: right-handed, +Y up, the object centred at the origin, "front" faces +Z (azimuth 0).
+- Spherical camera position: x = r cos(el) sin(az), y = r sin(el), z = r cos(el) cos(az); angles in degrees
+  in the config and in :class:`CameraBatch`, radians nowhere outside this module.
+- Camera-to-world matrices use the OpenGL convention: the camera looks along its -Z axis, +Y is up.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+
+
+@dataclass
+class CameraConfig:
+    """Ranges of the random training cameras (degrees, scene units)."""
+
+    elevation_range: Tuple[float, float] = (-10.0, 45.0)
+    azimuth_range: Tuple[float, float] = (-180.0, 180.0)
+    # The world's objects are bounded by radius ~0.9, so the DreamFusion ranges (radius 1.5-2, object radius ~0.5)
+    # are scaled here to keep the whole object in frame.
+    radius_range: Tuple[float, float] = (2.0, 2.6)
+    fovy_range: Tuple[float, float] = (45.0, 60.0)
+    jitter: float = 0.02  # std of the look-at point around the origin, scene units
+    light_jitter: float = 0.5  # std of the point light around the camera position, scene units
+    stratified: bool = True  # azimuths spread evenly within a batch, each jittered in its own bin
+    # Orbit (turntable / preview / evaluation) cameras
+    orbit_elevation: float = 15.0
+    orbit_radius: float = 2.5
+    orbit_fovy: float = 50.0
+
+
+@dataclass
+class CameraBatch:
+    """A batch of pinhole cameras with their rays.
+
+    rays_o, rays_d: (B, H, W, 3) origins and unit directions in world space.
+    c2w: (B, 4, 4); elevation, azimuth: (B,) degrees; radius: (B,); fovy: (B,) degrees;
+    light_pos: (B, 3) world position of the point light; views: B labels in {front, side, back, overhead}.
+    """
+
+    rays_o: torch.Tensor
+    rays_d: torch.Tensor
+    c2w: torch.Tensor
+    elevation: torch.Tensor
+    azimuth: torch.Tensor
+    radius: torch.Tensor
+    fovy: torch.Tensor
+    light_pos: torch.Tensor
+    views: List[str] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return self.rays_o.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.rays_o.shape[2]
+
+    @property
+    def position(self) -> torch.Tensor:
+        return self.c2w[:, :3, 3]
+
+    def to(self, device) -> "CameraBatch":
+        t = {k: getattr(self, k).to(device) for k in
+             ("rays_o", "rays_d", "c2w", "elevation", "azimuth", "radius", "fovy", "light_pos")}
+        return CameraBatch(views=list(self.views), **t)
+
+
+def view_label(elevation: float, azimuth: float, overhead_threshold: float = 60.0) -> str:
+    """DreamFusion's view-dependent prompt label for one camera (degrees)."""
+    if elevation > overhead_threshold:
+        return "overhead"
+    a = abs((azimuth + 180.0) % 360.0 - 180.0)  # wrap to [0, 180]
+    if a < 45.0:
+        return "front"
+    if a > 135.0:
+        return "back"
+    return "side"
+
+
+def spherical_to_position(elevation: torch.Tensor, azimuth: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """(B,) degrees, degrees, scene units -> (B, 3) positions."""
+    el, az = torch.deg2rad(elevation), torch.deg2rad(azimuth)
+    return torch.stack([radius * torch.cos(el) * torch.sin(az), radius * torch.sin(el),
+                        radius * torch.cos(el) * torch.cos(az)], dim=-1)
+
+
+def look_at(eye: torch.Tensor, target: torch.Tensor, up: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, 3) eyes and targets -> (B, 4, 4) OpenGL camera-to-world matrices."""
+    if up is None:
+        up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
+    forward = torch.nn.functional.normalize(target - eye, dim=-1)
+    right = torch.nn.functional.normalize(torch.cross(forward, up, dim=-1), dim=-1)
+    true_up = torch.cross(right, forward, dim=-1)
+    c2w = torch.eye(4, dtype=eye.dtype, device=eye.device).repeat(eye.shape[0], 1, 1)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, true_up, -forward, eye
+    return c2w
+
+
+def generate_rays(c2w: torch.Tensor, fovy: torch.Tensor, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre rays of pinhole cameras.
+
+    c2w: (B, 4, 4); fovy: (B,) degrees -> rays_o, rays_d: (B, H, W, 3), rays_d unit length.
+    """
+    dev, dt = c2w.device, c2w.dtype
+    focal = 0.5 * height / torch.tan(0.5 * torch.deg2rad(fovy))  # (B,) pixels
+    j, i = torch.meshgrid(torch.arange(height, device=dev, dtype=dt) + 0.5,
+                          torch.arange(width, device=dev, dtype=dt) + 0.5, indexing="ij")
+    x = (i - 0.5 * width)[None] / focal[:, None, None]
+    y = -(j - 0.5 * height)[None] / focal[:, None, None]
+    dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1)  # (B, H, W, 3) camera space
+    rays_d = torch.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], dirs)
+    rays_d = torch.nn.functional.normalize(rays_d, dim=-1)
+    rays_o = c2w[:, None, None, :3, 3].expand_as(rays_d)
+    return rays_o, rays_d
+
+
+def _make_batch(elevation, azimuth, radius, fovy, target, light_pos, height, width) -> CameraBatch:
+    eye = spherical_to_position(elevation, azimuth, radius)
+    c2w = look_at(eye + target, target)
+    rays_o, rays_d = generate_rays(c2w, fovy, height, width)
+    views = [view_label(float(e), float(a)) for e, a in zip(elevation, azimuth)]
+    return CameraBatch(rays_o, rays_d, c2w, elevation, azimuth, radius, fovy, light_pos, views)
+
+
+class CameraSampler:
+    """Random training cameras, reproducible from a seed (its own generator, so other RNG use cannot shift it)."""
+
+    def __init__(self, cfg: CameraConfig, height: int, width: int, seed: int = 0):
+        self.cfg, self.height, self.width = cfg, height, width
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _uniform(self, n: int, lo_hi) -> torch.Tensor:
+        lo, hi = lo_hi
+        return lo + (hi - lo) * torch.rand(n, generator=self.generator)
+
+    def sample(self, batch_size: int = 1) -> CameraBatch:
+        c, g = self.cfg, self.generator
+        elevation = self._uniform(batch_size, c.elevation_range)
+        lo, hi = c.azimuth_range
+        if c.stratified:
+            bins = (torch.arange(batch_size) + torch.rand(batch_size, generator=g)) / batch_size
+            azimuth = lo + (hi - lo) * ((bins + torch.rand(1, generator=g)) % 1.0)
+        else:
+            azimuth = self._uniform(batch_size, c.azimuth_range)
+        radius = self._uniform(batch_size, c.radius_range)
+        fovy = self._uniform(batch_size, c.fovy_range)
+        target = c.jitter * torch.randn(batch_size, 3, generator=g)
+        eye = spherical_to_position(elevation, azimuth, radius) + target
+        light_pos = eye + c.light_jitter * torch.randn(batch_size, 3, generator=g)
+        return _make_batch(elevation, azimuth, radius, fovy, target, light_pos, self.height, self.width)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def orbit_cameras(cfg: CameraConfig, n: int, height: int, width: int, elevation: Optional[float] = None,
+                  radius: Optional[float] = None, start_azimuth: float = 0.0) -> CameraBatch:
+    """n cameras evenly spaced in azimuth on a circle (turntables, previews, evaluation); light at the camera."""
+    el = torch.full((n,), cfg.orbit_elevation if elevation is None else elevation)
+    az = start_azimuth + torch.arange(n, dtype=torch.float32) * (360.0 / n)
+    az = (az + 180.0) % 360.0 - 180.0
+    r = torch.full((n,), cfg.orbit_radius if radius is None else radius)
+    fovy = torch.full((n,), cfg.orbit_fovy)
+    eye = spherical_to_position(el, az, r)
+    return _make_batch(el, az, r, fovy, torch.zeros(n, 3), eye.clone(), height, width)

@@ -1,0 +1,1 @@
+"""Diffusion priors behind one interface (see base.py)."""

@@ -1,0 +1,205 @@
+"""Train the built-in prior from scratch on the shapes data set (a one-off, seeded, on the CPU).
+
+    python tools/make_shapes_data.py                       # ~2 min, writes ~/.cache/dreamlmc/shapes32.npz
+    nohup python tools/train_prior.py --minutes 170 &      # resumable: run it again to continue
+    python tools/train_prior.py --export dreamlmc/assets/builtin_prior.safetensors   # ship the EMA weights
+
+Choices (see guidance/builtin_prior.py for the network): ε-prediction on a cosine DDPM schedule with min-SNR-5 loss
+weighting; AdamW with a linear warm-up; bf16 autocast; EMA of the weights (samples and the shipped file use it);
+caption dropout (whole prompt 10 %, colour or shape 10 % each, view 50 %) so that classifier-free guidance and
+partial prompts work. Checkpoints (every few minutes, atomically, and on SIGTERM/SIGINT) and a sample grid go to
+--workdir, outside the work tree.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamlmc.cameras import view_label
+from dreamlmc.guidance.builtin_prior import (BOS, PAD, TOKEN_ID, PriorNet, make_scheduler, sample, save_prior)
+from dreamlmc.world import COLOURS, SHAPES, VIEWS, prompt_for
+
+DEFAULT_WORKDIR = Path.home() / ".cache/dreamlmc/prior_train"
+GRID_PROMPTS = [prompt_for(c, s) for c, s in [("red", "cube"), ("blue", "sphere"), ("green", "cylinder"),
+                                                 ("yellow", "cone"), ("purple", "torus"), ("orange", "pyramid"),
+                                                 ("white", "cube"), ("black", "torus")]]
+
+
+def load_data(path: Path):
+    d = np.load(path)
+    images = torch.from_numpy(d["images"]).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, R, R)
+    colours = torch.from_numpy(d["colour"])
+    shapes = torch.from_numpy(d["shape"])
+    views = torch.tensor([VIEWS.index(view_label(float(e), float(a))) for e, a in zip(d["elevation"], d["azimuth"])])
+    return images, colours, shapes, views, int(d["seed"])
+
+
+def batch_tokens(colours, shapes, views, g: torch.Generator) -> torch.Tensor:
+    """Token ids with caption dropout: whole 10 %, colour 10 %, shape 10 % (never both), view 50 %."""
+    B = len(colours)
+    c_ids = torch.tensor([TOKEN_ID[list(COLOURS)[int(c)]] for c in colours])
+    s_ids = torch.tensor([TOKEN_ID[SHAPES[int(s)]] for s in shapes])
+    v_ids = torch.tensor([TOKEN_ID[VIEWS[int(v)]] for v in views])
+    u = torch.rand(B, 4, generator=g)
+    drop_all = u[:, 0] < 0.1
+    drop_c = (u[:, 1] < 0.1) & ~drop_all
+    drop_s = (u[:, 1] >= 0.1) & (u[:, 1] < 0.2) & ~drop_all
+    drop_v = u[:, 2] < 0.5
+    c_ids = torch.where(drop_all | drop_c, PAD, c_ids)
+    s_ids = torch.where(drop_all | drop_s, PAD, s_ids)
+    v_ids = torch.where(drop_all | drop_v, PAD, v_ids)
+    return torch.stack([torch.full((B,), BOS), c_ids, s_ids, v_ids], dim=1)
+
+
+def save_grid(images: torch.Tensor, rows: int, path: Path) -> None:
+    from PIL import Image
+
+    n, _, h, w = images.shape
+    cols = math.ceil(n / rows)
+    grid = torch.ones(3, rows * h, cols * w)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = images[i]
+    arr = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    Image.fromarray(arr).resize((cols * w * 3, rows * h * 3), Image.NEAREST).save(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path.home() / ".cache/dreamlmc/shapes32.npz")
+    ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    ap.add_argument("--minutes", type=float, default=60.0, help="stop after this much wall time (this invocation)")
+    ap.add_argument("--max-steps", type=int, default=200_000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--snr-gamma", type=float, default=5.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--grid-every", type=int, default=1000)
+    ap.add_argument("--export", type=Path, default=None, help="write the EMA weights (fp16) + card and exit")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to read (default: workdir/last.pt)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = args.checkpoint or (args.workdir / "last.pt")
+    torch.manual_seed(args.seed)
+    net = PriorNet()
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(args.seed)
+    step, log = 0, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        net.load_state_dict(state["net"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+
+    if args.export:
+        card = {"training_command": "python tools/make_shapes_data.py && python tools/train_prior.py",
+                "data_seed": args.seed, "steps": step, "batch_size": args.batch_size,
+                "final_loss": _last_loss(args.workdir), "ema_decay": args.ema,
+                "guidance_convention": "eps_u + s * (eps_c - eps_u); s = 1 is purely conditional"}
+        save_prior(ema, args.export, card)
+        print(f"exported EMA weights at step {step} to {args.export}")
+        return 0
+
+    images, colours, shapes, views, data_seed = load_data(args.data)
+    sched = make_scheduler(net.cfg)
+    alphas_cumprod = sched.alphas_cumprod.float()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weights = torch.clamp(snr, max=args.snr_gamma) / snr  # min-SNR-γ for ε-prediction
+    n = len(images)
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def checkpoint():
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                    "generator": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+                    "data_seed": data_seed}, tmp)
+        tmp.replace(ckpt_path)
+
+    t_start = last_ckpt = time.time()
+    logf = open(args.workdir / "log.jsonl", "a")
+    running = None
+    net.train()
+    while step < args.max_steps and not stop["flag"] and time.time() - t_start < args.minutes * 60:
+        idx = torch.randint(0, n, (args.batch_size,), generator=g)
+        x0 = images[idx].float() / 127.5 - 1.0
+        flip = torch.rand(args.batch_size, generator=g) < 0.5  # mirror images are views of the same world
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        ids = batch_tokens(colours[idx], shapes[idx], views[idx], g)
+        t = torch.randint(0, len(alphas_cumprod), (args.batch_size,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        a = alphas_cumprod[t].sqrt()[:, None, None, None]
+        s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
+        x_t = a * x0 + s * noise
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = net(x_t, t, ids)
+        per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (weights[t] * per).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()):
+                pe.lerp_(p, 1 - decay)
+        m = float(per.detach().mean())
+        running = m if running is None else 0.99 * running + 0.01 * m
+        if step % 50 == 0:
+            rec = {"step": step, "loss": float(loss), "mse": running, "lr": lr, "time": time.time()}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+        if step % args.grid_every == 0:
+            gen = torch.Generator().manual_seed(1234)
+            rows = [sample(ema, GRID_PROMPTS, guidance_scale=s_, steps=25, generator=gen) for s_ in (1.0, 3.0, 7.5)]
+            save_grid(torch.cat(rows), 3, args.workdir / f"samples_{step:06d}.png")
+        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    print(f"stopped at step {step} (running mse {running})", file=sys.stderr)
+    return 0
+
+
+def _last_loss(workdir: Path):
+    log = workdir / "log.jsonl"
+    if not log.exists():
+        return None
+    lines = log.read_text().strip().splitlines()
+    return json.loads(lines[-1]).get("mse") if lines else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
