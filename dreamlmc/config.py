@@ -1,0 +1,161 @@
+"""Typed configuration: nested dataclasses (each component declares its own next to its code), YAML presets that
+set only what differs from the defaults, and dotted command-line overrides (`renderer.num_samples=48`).
+
+Unknown keys and wrong types are DreamlmcErrors naming the dotted key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+
+import yaml
+
+from dreamlmc.errors import DreamlmcError
+
+T = TypeVar("T")
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        others = [a for a in args if a is not type(None)]
+        return _check_value(value, others[0], key)
+    if origin is typing.Literal:
+        if value not in args:
+            raise DreamlmcError(f"config key '{key}' must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin in (tuple, Tuple) or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise DreamlmcError(f"config key '{key}' must be a list, got {value!r}")
+        if args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise DreamlmcError(f"config key '{key}' must have {len(args)} items, got {len(value)}")
+        item_types = [args[0]] * len(value) if (args and args[-1] is Ellipsis) else (args or [Any] * len(value))
+        return tuple(_check_value(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types)))
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise DreamlmcError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_value(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise DreamlmcError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DreamlmcError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DreamlmcError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise DreamlmcError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise DreamlmcError(f"config key '{key}' is a section; give it keys, got {value!r}")
+        return from_dict(tp, value, key)
+    return value
+
+
+def from_dict(cls: Type[T], data: Dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass `cls` from a (partial) dict; missing keys keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in (data or {}).items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise DreamlmcError(f"unknown config key '{key}'" + _suggest(k, names))
+        kwargs[k] = _check_value(v, hints[k], key)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def _suggest(k: str, names) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(k), sorted(names), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(names))})"
+
+
+def to_dict(obj) -> Dict[str, Any]:
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(obj)
+
+
+def parse_override(text: str) -> Tuple[List[str], Any]:
+    if "=" not in text:
+        raise DreamlmcError(f"override {text!r} must look like key=value (e.g. renderer.num_samples=48)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise DreamlmcError(f"override {text!r} has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def set_dotted(d: Dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    for k in keys[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[keys[-1]] = value
+
+
+def load_yaml(path: Path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise DreamlmcError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DreamlmcError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}")
+    if not isinstance(data, dict):
+        raise DreamlmcError(f"config file {path} must hold a mapping of keys")
+    return data
+
+
+def build(cls: Type[T], presets: Sequence[Dict[str, Any]] = (), overrides: Sequence[str] = ()) -> T:
+    """Defaults <- each preset dict in order <- dotted overrides; returns a validated `cls`."""
+    data: Dict[str, Any] = {}
+    for p in presets:
+        data = merge(data, p)
+    for o in overrides:
+        keys, value = parse_override(o)
+        set_dotted(data, keys, value)
+    return from_dict(cls, data)
+
+
+def dump_yaml(obj, path: Optional[Path] = None) -> str:
+    text = yaml.safe_dump(to_dict(obj), sort_keys=False)
+    if path is not None:
+        from dreamlmc.io import atomic_write_text
+
+        atomic_write_text(path, text)
+    return text

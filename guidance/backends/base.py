@@ -1,0 +1,75 @@
+"""The one interface every diffusion prior implements.
+
+x denotes the prior's input space: pixels in [-1, 1] for pixel priors (the built-in prior, DeepFloyd IF stage I),
+scaled VAE latents for Stable Diffusion. The guidance only ever talks to a backend through these methods.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+
+class DiffusionBackend:
+    #: a stable identifier of the weights (hub id, folder name, "builtin"); k_psi cards must name the same one
+    model_id: str = "?"
+    #: (C, h, w) of x, the tensors the UNet sees
+    latent_shape: Tuple[int, int, int] = (3, 64, 64)
+    #: the image resolution the backend's encoder expects (renders are resized to it)
+    image_resolution: int = 64
+    #: (T,) cumulative products of (1 - beta) of the training schedule
+    alphas_cumprod: torch.Tensor
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    def __init__(self):
+        self._prompt_cache: Dict[str, torch.Tensor] = {}
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    # --- to implement -----------------------------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> x (B, C, h, w), differentiable w.r.t. images."""
+        raise NotImplementedError
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, h, w) -> images (B, 3, H, W) in [0, 1] (diagnostics only)."""
+        raise NotImplementedError
+
+    def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
+        """Prompts -> embeddings (B, ...) on self.device; "" is the unconditional prompt."""
+        raise NotImplementedError
+
+    def _predict(self, x_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """One UNet call: ε predictions (B, C, h, w) for x_t (B, C, h, w), integer timesteps (B,), embeddings."""
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------------------------------
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Cached prompt embeddings, one row per prompt."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            with torch.no_grad():
+                emb = self._encode_prompts(list(missing))
+            for p, e in zip(missing, emb):
+                self._prompt_cache[p] = e
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    @torch.no_grad()
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                      uncond: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Conditional and unconditional ε predictions in one batched UNet call (uncond None: conditional only)."""
+        if uncond is None:
+            return self._predict(x_t, t, cond).float(), None
+        out = self._predict(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond])).float()
+        return out.chunk(2)
+
+    def default_corrective(self) -> Optional[str]:
+        """Path of the k_psi shipped for this prior, if any."""
+        return None
+
+    def card(self) -> Dict:
+        return {"model_id": self.model_id, "latent_shape": list(self.latent_shape),
+                "image_resolution": self.image_resolution}

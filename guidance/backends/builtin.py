@@ -1,0 +1,55 @@
+"""The built-in prior as a backend: pixel space (3, R, R) in [-1, 1], the world's vocabulary only."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from dreamlmc.guidance.backends.base import DiffusionBackend
+from dreamlmc.guidance.builtin_prior import load_prior, make_scheduler, tokenize
+
+
+
+def _assets_dir() -> Path:
+    import dreamlmc.assets
+
+    return Path(dreamlmc.assets.__file__).parent
+
+
+def default_weights() -> Path:
+    return _assets_dir() / "builtin_prior.safetensors"
+
+
+class BuiltinBackend(DiffusionBackend):
+    model_id = "builtin"
+
+    def __init__(self, weights: Optional[Path] = None, device="cpu", dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.device, self.dtype = torch.device(device), dtype
+        self.weights = Path(weights) if weights else default_weights()
+        self.net, self.prior_card = load_prior(self.weights, device=self.device, dtype=dtype)
+        R = self.net.cfg["resolution"]
+        self.latent_shape = (3, R, R)
+        self.image_resolution = R
+        self.alphas_cumprod = make_scheduler(self.net.cfg).alphas_cumprod.float().to(self.device)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        R = self.image_resolution
+        if images.shape[-2:] != (R, R):
+            images = F.interpolate(images, size=(R, R), mode="bilinear", align_corners=False, antialias=True)
+        return images * 2.0 - 1.0
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1.0) / 2.0).clamp(0, 1)
+
+    def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
+        return self.net.encode(tokenize(prompts).to(self.device))
+
+    def _predict(self, x_t, t, emb):
+        return self.net.predict(x_t.to(self.dtype), t.to(self.device), emb.to(self.dtype))
+
+    def default_corrective(self) -> Optional[str]:
+        p = _assets_dir() / "builtin_corrective.safetensors"
+        return str(p) if p.exists() else None

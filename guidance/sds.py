@@ -1,0 +1,160 @@
+"""Score distillation behind one interface: classic SDS and LMC-SDS, switched by `kind`.
+
+Guidance-scale convention (one for all of dreamlmc): s = `guidance_scale`, ε̂ = ε_u + s (ε_c − ε_u); s = 1 is the
+purely conditional model (DreamFusion's ω = s − 1; diffusers' guidance_scale is s).
+
+SDS:      ∂L/∂x = w(t) (ε̂ − ε),  w(t) = σ_t² ("sds") or 1 ("uniform"), no backpropagation through the UNet.
+          ε̂ − ε = (s − 1)(ε_c − ε_u) [L_cond]  +  (ε_c − ε) [L_proj]
+LMC-SDS:  L_cond + L_lmc (see lmc.py), k_psi from corrective.py.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Sequence, Tuple
+
+import torch
+
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.guidance.backends.base import DiffusionBackend
+from dreamlmc.guidance.corrective import Corrective, load_corrective
+from dreamlmc.guidance.lmc import lmc_loss
+from dreamlmc.guidance.noise import NoiseSource
+
+
+@dataclass
+class LMCConfig:
+    gradient: Literal["jacobian", "residual"] = "jacobian"
+    x_hat_from: Literal["conditional", "guided"] = "conditional"
+    c_t: Literal["alpha_over_sigma", "one"] = "alpha_over_sigma"
+    weight: float = 1.0  # λ
+    eps: Literal["shared", "fresh"] = "shared"  # ε of the L_lmc term: the L_cond one, or a fresh draw (2nd UNet call)
+
+
+@dataclass
+class GuidanceConfig:
+    kind: Literal["sds", "lmc-sds"] = "lmc-sds"
+    guidance_scale: float = 20.0
+    t_range: Tuple[float, float] = (0.02, 0.98)
+    weighting: Literal["sds", "uniform"] = "sds"
+    fixed_eps: bool = True
+    eps_seed: int = 0
+    corrective: str = "auto"  # path to a k_psi .safetensors, "auto" (the prior's shipped one) or "identity"
+    grad_clip: Optional[float] = None  # clip each element of the gradient on x to [-c, c]
+    lmc: LMCConfig = field(default_factory=LMCConfig)
+
+    def validate(self):
+        lo, hi = self.t_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise DreamlmcError(f"guidance.t_range must satisfy 0 <= lo <= hi <= 1, got {self.t_range}")
+        if self.guidance_scale < 0:
+            raise DreamlmcError(f"guidance.guidance_scale must be >= 0, got {self.guidance_scale}")
+
+
+class ScoreDistillation:
+    """Turns a frozen diffusion backend into a gradient on images.
+
+    Call with images (B, 3, H, W) in [0, 1] (with grad) and per-view prompts; returns a dict whose "loss" has the
+    guidance gradient as its gradient w.r.t. the images, plus the split (loss_cond, loss_proj or loss_lmc) and
+    diagnostics (t, grad_norm, grad_norm_cond, grad_norm_second).
+    """
+
+    def __init__(self, cfg: GuidanceConfig, backend: DiffusionBackend, seed: int = 0,
+                 corrective: Optional[Corrective] = None):
+        self.cfg, self.backend = cfg, backend
+        self.noise = NoiseSource(backend.latent_shape, cfg.fixed_eps, cfg.eps_seed, seed)
+        T = backend.num_train_timesteps
+        self.t_min, self.t_max = int(round(cfg.t_range[0] * T)), min(T - 1, int(round(cfg.t_range[1] * T)))
+        self.corrective = corrective
+        if cfg.kind == "lmc-sds" and corrective is None:
+            self.corrective = self._load_corrective()
+
+    def _load_corrective(self) -> Corrective:
+        path = self.cfg.corrective
+        if path == "auto":
+            path = self.backend.default_corrective()
+            if path is None:
+                warnings.warn(f"no k_psi ships for prior {self.backend.model_id!r}; using the identity corrective "
+                              "(LMC-SDS then equals SDS). Train one with 'dreamlmc corrective train'.")
+                path = "identity"
+        if path == "identity":
+            return Corrective(channels=self.backend.latent_shape[0]).to(self.backend.device).eval().requires_grad_(
+                False)
+        net, _ = load_corrective(path, expect_model_id=self.backend.model_id, device=self.backend.device)
+        return net
+
+    def embed(self, prompts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        cond = self.backend.encode_prompts(list(prompts))
+        uncond = self.backend.encode_prompts([""] * len(prompts))
+        return cond, uncond
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str] = None, cond: torch.Tensor = None,
+                 uncond: torch.Tensor = None, t: Optional[torch.Tensor] = None,
+                 eps: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        cfg, be = self.cfg, self.backend
+        if cond is None:
+            cond, uncond = self.embed(prompts)
+        x = be.encode_images(images)
+        B = x.shape[0]
+        if t is None:
+            t = self.noise.timesteps(B, self.t_min, self.t_max)
+        if eps is None:
+            eps = self.noise.sample(B)
+        t = t.to(be.device)
+        eps = eps.to(x.device, x.dtype)
+        ac = be.alphas_cumprod.to(x.device)[t]
+        alpha, sigma = ac.sqrt(), (1 - ac).sqrt()
+        a4, s4 = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+        w = sigma ** 2 if cfg.weighting == "sds" else torch.ones_like(sigma)
+        w4 = w.view(-1, 1, 1, 1)
+        s = cfg.guidance_scale
+        with torch.no_grad():
+            x_t = a4 * x.detach() + s4 * eps
+            eps_c, eps_u = be.predict_noise(x_t, t, cond, uncond if s != 1.0 else None)
+            g_cond = w4 * (s - 1.0) * (eps_c - eps_u) if eps_u is not None else torch.zeros_like(eps_c)
+            g_cond = torch.nan_to_num(g_cond)
+        out: Dict[str, torch.Tensor] = {"t": t.float().mean() / be.num_train_timesteps}
+        loss_cond = _reparam(x, g_cond, cfg.grad_clip) / B
+        if cfg.kind == "sds":
+            g_proj = torch.nan_to_num(w4 * (eps_c - eps))
+            loss_second = _reparam(x, g_proj, cfg.grad_clip) / B
+            out.update(loss_proj=loss_second, grad_norm_second=g_proj.norm())
+            total_grad = g_cond + g_proj
+        else:
+            lc = cfg.lmc
+            if lc.eps == "fresh":
+                eps2 = self.noise.fresh(B).to(x.device, x.dtype)
+                with torch.no_grad():
+                    x_t2 = a4 * x.detach() + s4 * eps2
+                    need_u = lc.x_hat_from == "guided" and s != 1.0
+                    e_c2, e_u2 = be.predict_noise(x_t2, t, cond, uncond if need_u else None)
+                x_t_l, e_c_l, e_u_l = x_t2, e_c2, e_u2
+            else:
+                x_t_l, e_c_l, e_u_l = x_t, eps_c, eps_u
+            with torch.no_grad():
+                e_hat = e_c_l if (lc.x_hat_from == "conditional" or e_u_l is None) else e_u_l + s * (e_c_l - e_u_l)
+                x_hat = (x_t_l - s4 * e_hat) / a4
+            c_t = alpha / sigma if lc.c_t == "alpha_over_sigma" else torch.ones_like(alpha)
+            scale = lc.weight * w * c_t
+            t_norm = t.float() / be.num_train_timesteps
+            loss_second = lmc_loss(x, x_hat, t_norm, self.corrective, scale, lc.gradient) / B
+            with torch.no_grad():
+                g_lmc = scale.view(-1, 1, 1, 1) * (self.corrective(x.detach(), t_norm) - x_hat)
+            out.update(loss_lmc=loss_second, grad_norm_second=g_lmc.norm())
+            total_grad = g_cond + g_lmc
+        out.update(loss=loss_cond + loss_second, loss_cond=loss_cond, grad_norm_cond=g_cond.norm(),
+                   grad_norm=total_grad.norm())
+        return out
+
+    def state_dict(self) -> dict:
+        return {"noise": self.noise.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.noise.load_state_dict(state["noise"])
+
+
+def _reparam(x: torch.Tensor, g: torch.Tensor, clip: Optional[float]) -> torch.Tensor:
+    """0.5 ||x − sg(x − g)||², whose gradient w.r.t. x is g."""
+    if clip is not None:
+        g = g.clamp(-clip, clip)
+    return 0.5 * ((x - (x - g).detach()) ** 2).sum()

@@ -1,0 +1,128 @@
+"""Render a CameraBatch through the NeRF field: samples -> occupancy skip -> field -> shading -> compositing.
+
+Returns images as (B, C, H, W) tensors and the regularisers (orientation, sparsity) as scalars; it knows nothing
+of the guidance that will consume the images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dreamlmc.renderers.field import FieldConfig, NeRFField
+from dreamlmc.renderers.raymarch import (OccupancyConfig, OccupancyGrid, accumulate, composite_weights,
+                                         ray_sphere_near_far, stratified_samples)
+from dreamlmc.renderers.shading import ShadingConfig, shade
+
+
+@dataclass
+class RendererConfig:
+    field: FieldConfig = dc_field(default_factory=FieldConfig)
+    occupancy: OccupancyConfig = dc_field(default_factory=OccupancyConfig)
+    shading: ShadingConfig = dc_field(default_factory=ShadingConfig)
+    num_samples: int = 48  # stratified samples per ray through the bounding sphere
+    normal_weight_threshold: float = 1e-4  # normals are only computed where a sample's weight exceeds this
+    orientation_weight: float = 0.01
+    sparsity_weight: float = 0.0
+    sparsity_eps: float = 0.01
+
+
+class Renderer(nn.Module):
+    def __init__(self, cfg: RendererConfig = RendererConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.field = NeRFField(cfg.field)
+        step = 2.0 * cfg.field.bound / cfg.num_samples  # longest chord / samples
+        self.occupancy = OccupancyGrid(cfg.occupancy, cfg.field.bound, step)
+
+    @torch.no_grad()
+    def update_occupancy(self, step: int, generator: Optional[torch.Generator] = None, force: bool = False) -> bool:
+        oc = self.cfg.occupancy
+        if oc.enabled and (force or step % oc.update_every == 0):
+            self.occupancy.update(self.field.density, generator)
+            return True
+        return False
+
+    def forward(self, cameras, mode: str = "albedo", generator: Optional[torch.Generator] = None,
+                perturb: bool = True, chunk: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """cameras: a CameraBatch (rays (B, H, W, 3)) -> dict with
+        rgb (B, 3, H, W) in [0, 1], opacity (B, 1, H, W), depth (B, 1, H, W), normal (B, 3, H, W) in [0, 1]
+        (where computed), and scalar losses orientation, sparsity (unweighted) and points (samples evaluated)."""
+        B, H, W = cameras.rays_o.shape[:3]
+        if chunk is not None:
+            return self._render_chunked(cameras, mode, generator, perturb, chunk)
+        rays_o = cameras.rays_o.reshape(-1, 3)
+        rays_d = cameras.rays_d.reshape(-1, 3)
+        out = self.render_rays(rays_o, rays_d, cameras.light_pos.repeat_interleave(H * W, 0), mode, generator,
+                               perturb)
+        bg = self.field.background(cameras.rays_d, generator).reshape(-1, 3)
+        rgb = out["rgb"] + (1.0 - out["opacity"]) * bg
+
+        def img(x):
+            return x.reshape(B, H, W, -1).permute(0, 3, 1, 2)
+
+        result = {"rgb": img(rgb), "opacity": img(out["opacity"]), "depth": img(out["depth"]),
+                  "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"]}
+        if "normal" in out:
+            # normal image: composited unit normals mapped to [0, 1], background at (0.5, 0.5, 1) like the peers
+            result["normal"] = img(0.5 * (out["normal"] + 1) * out["opacity"] + (1 - out["opacity"]) *
+                                   torch.tensor([0.5, 0.5, 1.0], device=rgb.device))
+        return result
+
+    def render_rays(self, rays_o, rays_d, light_pos, mode, generator=None, perturb=True) -> Dict[str, torch.Tensor]:
+        cfg = self.cfg
+        R, S = rays_o.shape[0], cfg.num_samples
+        near, far, hit = ray_sphere_near_far(rays_o, rays_d, cfg.field.bound)
+        t, delta = stratified_samples(near, far, S, generator, perturb)
+        pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (R, S, 3)
+        valid = hit[:, None].expand(R, S)
+        if cfg.occupancy.enabled and int(self.occupancy.updates) > 0:
+            valid = valid & self.occupancy.occupied(pts)
+        sel = valid.nonzero(as_tuple=True)
+        density = torch.zeros(R, S, device=pts.device, dtype=pts.dtype)
+        albedo = torch.zeros(R, S, 3, device=pts.device, dtype=pts.dtype)
+        if sel[0].numel() > 0:
+            d_sel, a_sel = self.field(pts[sel])
+            density = density.index_put(sel, d_sel)
+            albedo = albedo.index_put(sel, a_sel)
+        weights, _ = composite_weights(density, delta)
+        opacity = weights.sum(-1, keepdim=True)
+        depth = (weights * t).sum(-1, keepdim=True)
+        need_normals = mode != "albedo" or (cfg.orientation_weight > 0 and self.training)
+        orientation = torch.zeros((), device=pts.device)
+        out = {}
+        if need_normals:
+            nsel = (weights.detach() > cfg.normal_weight_threshold).nonzero(as_tuple=True)
+            normals = torch.zeros(R, S, 3, device=pts.device, dtype=pts.dtype)
+            if nsel[0].numel() > 0:
+                normals = normals.index_put(nsel, self.field.normals(pts[nsel]))
+            # DreamFusion's orientation loss: normals facing away from the camera, weighted by (detached) weights
+            facing = (normals * rays_d[:, None, :]).sum(-1).clamp(min=0)
+            orientation = (weights.detach() * facing ** 2).sum(-1).mean()
+            light_dir = F.normalize(light_pos[:, None, :] - pts, dim=-1)
+            colour = shade(mode, albedo, normals, light_dir, cfg.shading)
+            out["normal"] = accumulate(weights, normals)
+        else:
+            colour = albedo
+        out["rgb"] = accumulate(weights, colour)
+        out.update(opacity=opacity, depth=depth, orientation=orientation,
+                   sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
+                   points=torch.tensor(float(sel[0].numel())))
+        return out
+
+    @torch.no_grad()
+    def _render_chunked(self, cameras, mode, generator, perturb, chunk):
+        """Evaluation renders of large images, one camera at a time (no gradients)."""
+        from dreamlmc.cameras import CameraBatch
+
+        outs = []
+        for i in range(cameras.rays_o.shape[0]):
+            one = CameraBatch(*(getattr(cameras, k)[i:i + 1] for k in
+                                ("rays_o", "rays_d", "c2w", "elevation", "azimuth", "radius", "fovy", "light_pos")),
+                              views=cameras.views[i:i + 1])
+            outs.append(self.forward(one, mode, generator, perturb))
+        keys = [k for k in outs[0] if outs[0][k].dim() == 4]
+        return {k: torch.cat([o[k] for o in outs]) for k in keys}

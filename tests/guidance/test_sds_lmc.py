@@ -1,0 +1,195 @@
+"""The guidance maths against closed forms, with a stub backend whose UNet outputs are known."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from dreamlmc.guidance.backends.base import DiffusionBackend
+from dreamlmc.guidance.corrective import Corrective
+from dreamlmc.guidance.noise import NoiseSource
+from dreamlmc.guidance.sds import GuidanceConfig, LMCConfig, ScoreDistillation
+
+
+class StubBackend(DiffusionBackend):
+    """Pixel prior (3, 8, 8) whose ε predictions are fixed functions of (x_t, t, embedding)."""
+
+    model_id = "stub"
+
+    def __init__(self):
+        super().__init__()
+        self.latent_shape, self.image_resolution = (3, 8, 8), 8
+        self.alphas_cumprod = torch.linspace(0.999, 0.01, 1000)
+        self.calls = 0
+
+    def encode_images(self, images):
+        return images * 2 - 1
+
+    def decode(self, x):
+        return (x + 1) / 2
+
+    def _encode_prompts(self, prompts):
+        return torch.stack([torch.full((4,), float(len(p))) for p in prompts])
+
+    def _predict(self, x_t, t, emb):
+        self.calls += 1
+        return 0.3 * x_t + 0.01 * emb[:, :1, None, None] + 1e-4 * t.float()[:, None, None, None]
+
+
+def run(cfg, images, prompts=("a red cube",), t=None, eps=None, corrective=None, backend=None):
+    be = backend or StubBackend()
+    g = ScoreDistillation(cfg, be, seed=0, corrective=corrective)
+    img = images.clone().requires_grad_(True)
+    out = g(img, list(prompts), t=t, eps=eps)
+    out["loss"].backward()
+    return out, img.grad, be
+
+
+def closed_form_sds(images, prompts, t, eps, s, weighting="sds"):
+    be = StubBackend()
+    x = images * 2 - 1
+    ac = be.alphas_cumprod[t]
+    a, sg = ac.sqrt().view(-1, 1, 1, 1), (1 - ac).sqrt().view(-1, 1, 1, 1)
+    x_t = a * x + sg * eps
+    cond, uncond = be.encode_prompts(list(prompts)), be.encode_prompts([""] * len(prompts))
+    e_c, e_u = be._predict(x_t, t, cond), be._predict(x_t, t, uncond)
+    w = sg ** 2 if weighting == "sds" else 1.0
+    return w * (e_u + s * (e_c - e_u) - eps), w * (e_c - eps), w * (s - 1) * (e_c - e_u)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(2, 3, 8, 8, generator=g), torch.tensor([100, 700]), torch.randn(2, 3, 8, 8, generator=g)
+
+
+def test_sds_gradient_is_w_times_guided_minus_eps(batch):
+    images, t, eps = batch
+    cfg = GuidanceConfig(kind="sds", guidance_scale=7.5, fixed_eps=False)
+    out, grad, _ = run(cfg, images, ("a red cube", "a blue sphere"), t, eps)
+    g_x, _, _ = closed_form_sds(images, ("a red cube", "a blue sphere"), t, eps, 7.5)
+    # chain rule through x = 2 * image - 1, and the loss is averaged over the batch
+    torch.testing.assert_close(grad, 2 * g_x / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_cond_plus_proj_reassembles_sds(batch):
+    images, t, eps = batch
+    s = 12.0
+    full, proj, cond = closed_form_sds(images, ("a red cube", "a red cube"), t, eps, s)
+    torch.testing.assert_close(full, proj + cond)
+    # and the guidance reports the same split: gradients of loss_cond and loss_proj add up to SDS's
+    cfg = GuidanceConfig(kind="sds", guidance_scale=s, fixed_eps=False)
+    g = ScoreDistillation(cfg, StubBackend())
+    img = images.clone().requires_grad_(True)
+    out = g(img, ["a red cube"] * 2, t=t, eps=eps)
+    gc, = torch.autograd.grad(out["loss_cond"], img, retain_graph=True)
+    gp, = torch.autograd.grad(out["loss_proj"], img)
+    torch.testing.assert_close(gc, 2 * cond / 2, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gp, 2 * proj / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_scale_one_is_purely_conditional_and_skips_the_unconditional_call(batch):
+    images, t, eps = batch
+    out, grad, be = run(GuidanceConfig(kind="sds", guidance_scale=1.0, fixed_eps=False), images[:1], t=t[:1],
+                        eps=eps[:1])
+    _, proj, _ = closed_form_sds(images[:1], ("a red cube",), t[:1], eps[:1], 1.0)
+    torch.testing.assert_close(grad, 2 * proj, rtol=1e-5, atol=1e-7)
+    assert float(out["grad_norm_cond"]) == 0.0
+    assert be.calls == 1  # one UNet call with the conditional embedding only
+
+
+@pytest.mark.parametrize("gradient", ["jacobian", "residual"])
+def test_identity_corrective_makes_lmc_equal_sds(batch, gradient):
+    images, t, eps = batch
+    sds_cfg = GuidanceConfig(kind="sds", guidance_scale=20.0, fixed_eps=False)
+    lmc_cfg = dataclasses.replace(sds_cfg, kind="lmc-sds", corrective="identity",
+                                  lmc=LMCConfig(gradient=gradient, c_t="alpha_over_sigma", weight=1.0))
+    _, g_sds, _ = run(sds_cfg, images, ("a red cube", "a blue sphere"), t, eps)
+    _, g_lmc, _ = run(lmc_cfg, images, ("a red cube", "a blue sphere"), t, eps)
+    torch.testing.assert_close(g_lmc, g_sds, rtol=1e-4, atol=1e-6)
+
+
+def test_untrained_corrective_is_the_identity():
+    k = Corrective(channels=3)
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(k(x, torch.tensor([0.1, 0.9])), x)
+
+
+def test_jacobian_path_matches_finite_differences(batch):
+    images, t, eps = batch
+    torch.manual_seed(0)
+    k = Corrective(channels=3, hidden=8, layers=3, kernel=3)
+    with torch.no_grad():
+        k.out.weight.normal_(0, 0.1)  # a non-identity corrective so the Jacobian matters
+    cfg = GuidanceConfig(kind="lmc-sds", guidance_scale=1.0, fixed_eps=False, lmc=LMCConfig(gradient="jacobian"))
+    g = ScoreDistillation(cfg, StubBackend(), corrective=k.double())
+    g.backend.alphas_cumprod = g.backend.alphas_cumprod.double()
+    # loss_lmc as a function of the image, with x_hat held fixed (it is stop-gradient by definition)
+    img = images[:1].double().requires_grad_(True)
+    out = g(img, ["a red cube"], t=t[:1], eps=eps[:1].double())
+    grad, = torch.autograd.grad(out["loss_lmc"], img)
+    be = g.backend
+    ac = be.alphas_cumprod[t[:1]]
+    a, s = ac.sqrt().view(-1, 1, 1, 1), (1 - ac).sqrt().view(-1, 1, 1, 1)
+    x0 = images[:1].double() * 2 - 1
+    x_t = a * x0 + s * eps[:1].double()
+    e_c = be._predict(x_t, t[:1], be.encode_prompts(["a red cube"]).double())
+    x_hat = (x_t - s * e_c) / a
+    scale = (s ** 2 * a / s).view(-1)
+
+    def f(im):
+        r = k(im * 2 - 1, t[:1].double() / 1000) - x_hat
+        return 0.5 * (scale.view(-1, 1, 1, 1) * r ** 2).sum()
+
+    num = torch.zeros_like(img)
+    h = 1e-6
+    flat = img.detach().clone().view(-1)
+    for i in range(0, flat.numel(), 17):  # a spread of coordinates
+        e = torch.zeros_like(flat)
+        e[i] = h
+        num.view(-1)[i] = (f((flat + e).view_as(img)) - f((flat - e).view_as(img))) / (2 * h)
+    idx = torch.arange(0, flat.numel(), 17)
+    torch.testing.assert_close(grad.view(-1)[idx], num.view(-1)[idx], rtol=1e-5, atol=1e-8)
+
+
+def test_fixed_eps_is_bit_identical_and_seeds_differ():
+    a, b = NoiseSource((3, 8, 8), True, eps_seed=3), NoiseSource((3, 8, 8), True, eps_seed=3)
+    assert torch.equal(a.sample(2), b.sample(2))
+    assert torch.equal(a.sample(2)[0], a.sample(2)[1])  # shared across views
+    assert torch.equal(a.sample(1), a.sample(1))  # reused every step
+    assert not torch.equal(a.sample(1), NoiseSource((3, 8, 8), True, eps_seed=4).sample(1))
+
+
+def test_state_dict_round_trip_makes_resume_exact():
+    a = NoiseSource((3, 8, 8), fixed=False, seed=5)
+    a.timesteps(4, 20, 980)
+    state = a.state_dict()
+    expected_t, expected_eps = a.timesteps(4, 20, 980), a.sample(2)
+    b = NoiseSource((3, 8, 8), fixed=False, seed=999)
+    b.load_state_dict(state)
+    assert torch.equal(b.timesteps(4, 20, 980), expected_t)
+    assert torch.equal(b.sample(2), expected_eps)
+    f = NoiseSource((3, 8, 8), fixed=True, eps_seed=7)
+    g = NoiseSource((3, 8, 8), fixed=False)
+    g.load_state_dict(f.state_dict())
+    assert torch.equal(g.sample(1), f.sample(1))
+
+
+def test_per_view_batching_matches_unbatched(batch):
+    images, t, eps = batch
+    cfg = GuidanceConfig(kind="lmc-sds", guidance_scale=10.0, fixed_eps=False, corrective="identity")
+    prompts = ["a red cube, front view", "a red cube, side view"]
+    _, g_batched, _ = run(cfg, images, prompts, t, eps)
+    for i in range(2):
+        _, g_one, _ = run(cfg, images[i:i + 1], prompts[i:i + 1], t[i:i + 1], eps[i:i + 1])
+        # the batched loss is a mean over views
+        torch.testing.assert_close(g_batched[i:i + 1] * 2, g_one, rtol=1e-5, atol=1e-7)
+
+
+def test_fresh_eps_for_the_corrective_costs_a_second_unet_call(batch):
+    images, t, eps = batch
+    cfg = GuidanceConfig(kind="lmc-sds", guidance_scale=1.0, fixed_eps=True, corrective="identity",
+                         lmc=LMCConfig(eps="fresh"))
+    _, _, be = run(cfg, images[:1], t=t[:1])
+    assert be.calls == 2
