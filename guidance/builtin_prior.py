@@ -115,9 +115,11 @@ def save_prior(net: PriorNet, path: Path, card: Dict, dtype: torch.dtype = torch
     from safetensors.torch import save_file
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.chmod(0o644)
     tmp.replace(path)
     full = dict(card, config=net.cfg, kind="dreamlmc-builtin-prior")
     card_tmp = path.with_suffix(".json.tmp")

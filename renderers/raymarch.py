@@ -101,5 +101,14 @@ class OccupancyGrid(torch.nn.Module):
         cell = cell.clamp(0, n - 1)
         return inside & self.mask[cell[..., 0], cell[..., 1], cell[..., 2]]
 
+    def lookup_density(self, pts: torch.Tensor) -> torch.Tensor:
+        """pts (..., 3) -> the grid's stored density (...), 0 outside the grid or in unoccupied cells."""
+        n = self.cfg.resolution
+        cell = ((pts / self.bound * 0.5 + 0.5) * n).floor().long()
+        inside = ((cell >= 0) & (cell < n)).all(-1)
+        cell = cell.clamp(0, n - 1)
+        d = self.density[cell[..., 0], cell[..., 1], cell[..., 2]]
+        return torch.where(inside & self.mask[cell[..., 0], cell[..., 1], cell[..., 2]], d, torch.zeros_like(d))
+
     def occupancy_fraction(self) -> float:
         return float(self.mask.float().mean())

@@ -25,6 +25,9 @@ class RendererConfig:
     shading: ShadingConfig = dc_field(default_factory=ShadingConfig)
     num_samples: int = 48  # stratified samples per ray through the bounding sphere
     normal_weight_threshold: float = 1e-4  # normals are only computed where a sample's weight exceeds this
+    # Skip samples behind what the occupancy grid's stored densities say is opaque (transmittance estimate below
+    # this); 0 disables. The grid is conservative (an EMA of maxima), so a few samples into a surface still run.
+    early_stop_eps: float = 1e-4
     orientation_weight: float = 0.01
     sparsity_weight: float = 0.0
     sparsity_eps: float = 0.01
@@ -48,9 +51,9 @@ class Renderer(nn.Module):
 
     def forward(self, cameras, mode: str = "albedo", generator: Optional[torch.Generator] = None,
                 perturb: bool = True, chunk: Optional[int] = None) -> Dict[str, torch.Tensor]:
-        """cameras: a CameraBatch (rays (B, H, W, 3)) -> dict with
-        rgb (B, 3, H, W) in [0, 1], opacity (B, 1, H, W), depth (B, 1, H, W), normal (B, 3, H, W) in [0, 1]
-        (where computed), and scalar losses orientation, sparsity (unweighted) and points (samples evaluated)."""
+        """cameras: a CameraBatch (rays (B, H, W, 3)); mode: a shading mode or a tuple of them (one pass, the first
+        is "rgb", the others "rgb_<mode>") -> dict with rgb (B, 3, H, W) in [0, 1], opacity (B, 1, H, W),
+        depth (B, 1, H, W), normal (B, 3, H, W) in [0, 1] (where computed), and scalar losses orientation, sparsity (unweighted) and points (samples evaluated)."""
         B, H, W = cameras.rays_o.shape[:3]
         if chunk is not None:
             return self._render_chunked(cameras, mode, generator, perturb, chunk)
@@ -59,17 +62,18 @@ class Renderer(nn.Module):
         out = self.render_rays(rays_o, rays_d, cameras.light_pos.repeat_interleave(H * W, 0), mode, generator,
                                perturb)
         bg = self.field.background(cameras.rays_d, generator).reshape(-1, 3)
-        rgb = out["rgb"] + (1.0 - out["opacity"]) * bg
 
         def img(x):
             return x.reshape(B, H, W, -1).permute(0, 3, 1, 2)
 
-        result = {"rgb": img(rgb), "opacity": img(out["opacity"]), "depth": img(out["depth"]),
+        result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]),
                   "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"]}
+        for k in [k for k in out if k.startswith("rgb")]:
+            result[k] = img(out[k] + (1.0 - out["opacity"]) * bg)
         if "normal" in out:
             # normal image: composited unit normals mapped to [0, 1], background at (0.5, 0.5, 1) like the peers
             result["normal"] = img(0.5 * (out["normal"] + 1) * out["opacity"] + (1 - out["opacity"]) *
-                                   torch.tensor([0.5, 0.5, 1.0], device=rgb.device))
+                                   torch.tensor([0.5, 0.5, 1.0], device=bg.device))
         return result
 
     def render_rays(self, rays_o, rays_d, light_pos, mode, generator=None, perturb=True) -> Dict[str, torch.Tensor]:
@@ -80,7 +84,11 @@ class Renderer(nn.Module):
         pts = rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]  # (R, S, 3)
         valid = hit[:, None].expand(R, S)
         if cfg.occupancy.enabled and int(self.occupancy.updates) > 0:
+            grid_density = self.occupancy.lookup_density(pts)
             valid = valid & self.occupancy.occupied(pts)
+            if cfg.early_stop_eps > 0:
+                tau = grid_density * delta
+                valid = valid & (torch.exp(-(torch.cumsum(tau, -1) - tau)) > cfg.early_stop_eps)
         sel = valid.nonzero(as_tuple=True)
         density = torch.zeros(R, S, device=pts.device, dtype=pts.dtype)
         albedo = torch.zeros(R, S, 3, device=pts.device, dtype=pts.dtype)
@@ -91,7 +99,8 @@ class Renderer(nn.Module):
         weights, _ = composite_weights(density, delta)
         opacity = weights.sum(-1, keepdim=True)
         depth = (weights * t).sum(-1, keepdim=True)
-        need_normals = mode != "albedo" or (cfg.orientation_weight > 0 and self.training)
+        modes = (mode,) if isinstance(mode, str) else tuple(mode)
+        need_normals = modes != ("albedo",) or (cfg.orientation_weight > 0 and self.training)
         orientation = torch.zeros((), device=pts.device)
         out = {}
         if need_normals:
@@ -103,11 +112,13 @@ class Renderer(nn.Module):
             facing = (normals * rays_d[:, None, :]).sum(-1).clamp(min=0)
             orientation = (weights.detach() * facing ** 2).sum(-1).mean()
             light_dir = F.normalize(light_pos[:, None, :] - pts, dim=-1)
-            colour = shade(mode, albedo, normals, light_dir, cfg.shading)
+            colours = [shade(m, albedo, normals, light_dir, cfg.shading) for m in modes]
             out["normal"] = accumulate(weights, normals)
         else:
-            colour = albedo
-        out["rgb"] = accumulate(weights, colour)
+            colours = [albedo]
+        out["rgb"] = accumulate(weights, colours[0])
+        for m, c in zip(modes[1:], colours[1:]):
+            out["rgb_" + m] = accumulate(weights, c)
         out.update(opacity=opacity, depth=depth, orientation=orientation,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
                    points=torch.tensor(float(sel[0].numel())))

@@ -1,0 +1,385 @@
+"""The dreamlmc command line. User mistakes become one line on stderr and exit status 2; bugs keep tracebacks."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+from dreamlmc.errors import DreamlmcError
+
+EXIT_USER_ERROR = 2
+DONE = "DONE"
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=".*low_cpu_mem_usage.*")
+
+
+# ------------------------------------------------------------------------------------------------- run folders
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Create a fresh run folder; refuse to touch an existing run without --force."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DreamlmcError(f"--out {out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            what = "a finished run" if (out / DONE).exists() else (
+                "an unfinished run (continue it with --resume)" if (out / "checkpoints").exists() else "files")
+            raise DreamlmcError(f"--out {out} already holds {what}; pass --force to replace it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise DreamlmcError(f"--out {out} is not writable ({e.strerror or type(e).__name__})")
+
+
+def _load_presets(paths: List[str]):
+    from dreamlmc.config import load_yaml
+
+    return [load_yaml(Path(p)) for p in paths]
+
+
+def _train_overrides(args) -> List[str]:
+    """The contract flags, as dotted overrides applied after presets and before trailing key=value."""
+    o = []
+    if args.prompt is not None:
+        o.append(f"prompt={_yaml_str(args.prompt)}")
+    for flag, key in (("guidance", "guidance.kind"), ("guidance_scale", "guidance.guidance_scale"),
+                      ("steps", "steps"), ("seed", "seed"), ("eps_seed", "guidance.eps_seed"), ("model", "model"),
+                      ("device", "device")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            o.append(f"{key}={_yaml_str(v) if isinstance(v, str) else v}")
+    if getattr(args, "fixed_eps", None) is not None:
+        o.append(f"guidance.fixed_eps={'true' if args.fixed_eps else 'false'}")
+    return o
+
+
+def _yaml_str(s: str) -> str:
+    import json
+
+    return json.dumps(s)  # JSON strings are valid YAML scalars
+
+
+def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print) -> Path:
+    from dreamlmc.config import dump_yaml
+    from dreamlmc.io import atomic_write_text
+    from dreamlmc.trainer import Trainer
+
+    t0 = time.time()
+    trainer = Trainer(cfg, out, progress=not quiet, log=log)
+    if resume:
+        trainer.load_checkpoint()
+    else:
+        dump_yaml(cfg, out / "config.yaml")
+    if not trainer.train():
+        raise SystemExit(130)
+    if not quiet:
+        log("writing preview, turntable and mesh ...")
+    outs = trainer.write_outputs()
+    atomic_write_text(out / DONE, f"finished step {trainer.step} in {time.time() - t0:.1f} s\n")
+    if not quiet:
+        log(f"done in {time.time() - t0:.0f} s: {outs['mesh']}, {outs['preview']}, {outs['turntable']}")
+    return out
+
+
+def cmd_train(args) -> int:
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import TrainConfig, resolve_config
+
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").exists():
+            raise DreamlmcError(f"--resume {run}: no config.yaml there; is it a dreamlmc run folder?")
+        if (run / DONE).exists() and args.steps is None:
+            raise DreamlmcError(f"--resume {run}: that run is finished; pass --steps N to train it further")
+        if not (run / "checkpoints" / "last.safetensors").exists():
+            raise DreamlmcError(f"--resume {run}: no checkpoint yet; start it again with --force")
+        data = load_yaml(run / "config.yaml")
+        extra = [f"steps={args.steps}"] if args.steps is not None else []
+        cfg = resolve_config([data], extra + list(args.overrides))
+        from dreamlmc.config import dump_yaml
+
+        dump_yaml(cfg, run / "config.yaml")
+        (run / DONE).unlink(missing_ok=True)
+        run_training(cfg, run, args.quiet, resume=True)
+        return 0
+    if args.out is None:
+        raise DreamlmcError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    if args.prompt is None and not any(o.startswith("prompt=") for o in args.overrides):
+        raise DreamlmcError("--prompt is required, e.g. --prompt \"a red cube\"")
+    cfg = resolve_config(_load_presets(args.config), _train_overrides(args) + list(args.overrides))
+    prepare_run_dir(Path(args.out), args.force)
+    run_training(cfg, Path(args.out), args.quiet)
+    return 0
+
+
+def cmd_variations(args) -> int:
+    import torch
+
+    from dreamlmc.trainer import resolve_config, save_png
+
+    if args.count < 1:
+        raise DreamlmcError("--count must be >= 1")
+    out = Path(args.out)
+    prepare_run_dir(out, args.force)
+    presets = _load_presets(args.config)
+    base = _train_overrides(args) + list(args.overrides)
+    tiles = []
+    for i in range(args.count):
+        # exactly `dreamlmc train` with the same arguments plus --fixed-eps --eps-seed i
+        cfg = resolve_config(presets, base + ["guidance.fixed_eps=true", f"guidance.eps_seed={i}"])
+        run = out / f"eps{i}"
+        prepare_run_dir(run, False)
+        if not args.quiet:
+            print(f"variation {i + 1}/{args.count} (eps seed {i}) -> {run}")
+        run_training(cfg, run, args.quiet)
+        from PIL import Image
+        import numpy as np
+
+        img = np.asarray(Image.open(run / "preview.png").convert("RGB"), dtype=np.float32) / 255.0
+        tiles.append(torch.from_numpy(img).permute(2, 0, 1))
+    save_png(torch.cat(tiles, dim=1), out / "variations.png")
+    if not args.quiet:
+        print(f"contact sheet: {out / 'variations.png'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from dataclasses import replace
+
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import Trainer, resolve_config
+
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").exists() or not (run / "checkpoints" / "last.safetensors").exists():
+        raise DreamlmcError(f"{run} is not a dreamlmc run folder with a checkpoint")
+    cfg = resolve_config([load_yaml(run / "config.yaml")], [])
+    ecfg = replace(cfg.export, format=args.format or cfg.export.format,
+                   resolution=args.resolution or cfg.export.resolution,
+                   texture=args.texture or cfg.export.texture)
+    if ecfg.resolution < 8:
+        raise DreamlmcError("--resolution must be at least 8")
+    trainer = Trainer(cfg, run, progress=False)
+    trainer.load_checkpoint()
+    out = Path(args.out) if args.out else run / f"model.{ecfg.format}"
+    threshold = None if args.threshold is None else (args.threshold if args.threshold == "auto" else
+                                                     _float(args.threshold, "--threshold"))
+    trainer.export_mesh(out, ecfg, threshold=threshold)
+    print(out)
+    return 0
+
+
+def _float(s: str, name: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise DreamlmcError(f"{name} must be a number or 'auto', got {s!r}")
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from dreamlmc.guidance.backends import load_backend
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+    from dreamlmc.guidance.builtin_prior import sample
+    from dreamlmc.trainer import save_png
+
+    if args.count < 1 or args.steps < 1:
+        raise DreamlmcError("--count and --steps must be >= 1")
+    be = load_backend(args.model)
+    if not isinstance(be, BuiltinBackend):
+        raise DreamlmcError("dreamlmc sample draws from the built-in prior; use diffusers pipelines for others")
+    from dreamlmc.world import parse_prompt
+
+    parse_prompt(args.prompt)
+    g = torch.Generator().manual_seed(args.seed)
+    imgs = sample(be.net, [args.prompt] * args.count, args.guidance_scale, args.steps, generator=g)
+    cols = min(args.count, 8)
+    rows = []
+    for r in range(0, args.count, cols):
+        row = list(imgs[r:r + cols]) + [torch.ones_like(imgs[0])] * (cols - len(imgs[r:r + cols]))
+        rows.append(torch.cat(row, -1))
+    save_png(torch.cat(rows, -2), Path(args.out))
+    print(args.out)
+    return 0
+
+
+def cmd_image(args) -> int:
+    from dreamlmc.image import ImageConfig, run_image
+
+    icfg = ImageConfig(prompt=args.prompt, init=args.init, l2=args.l2, guidance=args.guidance,
+                       guidance_scale=args.guidance_scale, steps=args.steps, seed=args.seed,
+                       eps_seed=args.eps_seed, fixed_eps=args.fixed_eps, variations=args.variations, lr=args.lr,
+                       model=args.model, device=args.device, resolution=args.resolution)
+    out = run_image(icfg, Path(args.out), progress=not args.quiet)
+    print(out)
+    return 0
+
+
+def cmd_corrective_train(args) -> int:
+    from dreamlmc.guidance.backends import load_backend
+    from dreamlmc.guidance.corrective import load_corrective
+    from dreamlmc.guidance.corrective_train import diagnostic_figure, train_corrective
+
+    be = load_backend(args.model)
+    prompts = args.prompts
+    if not prompts and args.images is None:
+        if be.model_id == "builtin":
+            from dreamlmc.world import COLOURS, SHAPES, prompt_for
+
+            prompts = [prompt_for(c, s) for c in COLOURS for s in SHAPES]
+        else:
+            raise DreamlmcError("pass --prompts \"...\" \"...\" (samples to learn from) or --images DIR")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise DreamlmcError(f"--images {args.images} is not a folder")
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DreamlmcError(f"--out {out}: cannot create its folder ({e.strerror})")
+    card = train_corrective(be, out, prompts=prompts or (), images=Path(args.images) if args.images else None,
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, per_prompt=args.per_prompt,
+                            seed=args.seed, progress=not args.quiet)
+    if args.figure:
+        import torch
+
+        net, _ = load_corrective(out, expect_model_id=be.model_id)
+        state = torch.load(out.with_suffix(".ckpt.pt"), weights_only=True)
+        diagnostic_figure(be, net, state["pool_x"][:: max(1, len(state["pool_x"]) // 4)][:4],
+                          list(state["pool_prompts"])[:: max(1, len(state["pool_prompts"]) // 4)][:4],
+                          Path(args.figure))
+    print(f"{out}: loss {card['initial_loss']:.4g} -> {card['final_loss']:.4g} after {card['steps']} steps")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- parser
+
+def _add_train_flags(p: argparse.ArgumentParser, variations: bool = False) -> None:
+    p.add_argument("--prompt", help='what to make, e.g. "a red cube"')
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--guidance", choices=["sds", "lmc-sds"], help="guidance kind (default lmc-sds)")
+    p.add_argument("--guidance-scale", type=float, help="s in eps_u + s (eps_c - eps_u); 1 = purely conditional")
+    p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument("--seed", type=int, help="seed of cameras, field init and timesteps")
+    if not variations:
+        p.add_argument("--fixed-eps", dest="fixed_eps", action="store_true", default=None,
+                       help="hold one noise sample for the whole run (default)")
+        p.add_argument("--no-fixed-eps", dest="fixed_eps", action="store_false", help="fresh noise every step")
+        p.add_argument("--eps-seed", type=int, help="seed of the fixed noise sample")
+    p.add_argument("--model", help="builtin (default), a diffusers hub id, or a local diffusers folder")
+    p.add_argument("--config", action="append", default=[], metavar="PRESET.yaml",
+                   help="YAML preset(s) applied over the defaults, in order")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. renderer.num_samples=32")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dreamlmc import __version__
+
+    ap = argparse.ArgumentParser(prog="dreamlmc", description="Text-to-3D with SDS / LMC-SDS guidance. "
+                                 "Runs offline on the CPU with the built-in prior.")
+    ap.add_argument("--version", action="version", version=f"dreamlmc {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a 3D asset from a prompt")
+    _add_train_flags(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("variations", help="fixed-eps variations: one run per eps seed 0..count-1")
+    _add_train_flags(p, variations=True)
+    p.add_argument("--count", type=int, default=4)
+    p.set_defaults(fn=cmd_variations, fixed_eps=None)
+
+    p = sub.add_parser("export", help="re-export the mesh of a run from its checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["glb", "obj", "ply"])
+    p.add_argument("--resolution", type=int, help="density grid resolution (default 128)")
+    p.add_argument("--texture", action="store_true", help="UV-unwrap (xatlas) and bake the albedo into a texture")
+    p.add_argument("--threshold", help="density iso-level, or auto")
+    p.add_argument("--out", help="output file (default RUN_DIR/model.FORMAT)")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("sample", help="draw images from the built-in prior (a sanity check)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--count", type=int, default=4)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="builtin")
+    p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("image", help="2D synthesis or editing with SDS / LMC-SDS (no renderer)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--init", help="image to edit (default: synthesis from 50%% grey)")
+    p.add_argument("--l2", type=float, default=0.0, help="weight of an L2 tie to --init")
+    p.add_argument("--guidance", choices=["sds", "lmc-sds"], default="lmc-sds")
+    p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eps-seed", type=int, default=0)
+    p.add_argument("--fixed-eps", dest="fixed_eps", action="store_true", default=True)
+    p.add_argument("--no-fixed-eps", dest="fixed_eps", action="store_false")
+    p.add_argument("--variations", type=int, default=1, help="N eps seeds -> a grid")
+    p.add_argument("--resolution", type=int, default=0, help="image size (default: the prior's)")
+    p.add_argument("--model", default="builtin")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_image)
+
+    p = sub.add_parser("corrective", help="the LMC corrective k_psi")
+    csub = p.add_subparsers(dest="corrective_command", metavar="ACTION")
+    c = csub.add_parser("train", help="train k_psi for a prior")
+    c.add_argument("--model", default="builtin")
+    c.add_argument("--images", help="folder of clean images (default: the prior's own samples)")
+    c.add_argument("--prompts", nargs="*", default=None, help="prompts to sample (default for builtin: all 48)")
+    c.add_argument("--out", required=True, help="k_psi .safetensors (a .json card is written beside it)")
+    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--per-prompt", type=int, default=8, help="prior samples per prompt")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--figure", help="also write the diagnostic figure (x, x_hat, k_psi, spectra) here")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(fn=cmd_corrective_train)
+    p.set_defaults(fn=lambda a: (p.print_help(), 0)[1])
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.fn(args) or 0)
+    except DreamlmcError as e:
+        print(f"dreamlmc: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("dreamlmc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

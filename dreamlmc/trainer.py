@@ -1,0 +1,355 @@
+"""The training loop: camera sampler -> renderer -> guidance -> optimiser step, then the exporter.
+
+A run folder holds config.yaml (the fully resolved config), metrics.jsonl, checkpoints/last.safetensors (+ .json:
+everything needed to resume bit for bit: field and occupancy grid, optimiser, RNG states, the fixed ε, step) and,
+once finished, model.glb, preview.png and turntable.mp4 (or .gif), with DONE marking a finished run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from dreamlmc import config as config_lib
+from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.export import ExportConfig, extract_mesh, write_mesh
+from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
+from dreamlmc.io import atomic_write, atomic_write_text
+from dreamlmc.renderers.renderer import Renderer, RendererConfig
+from dreamlmc.renderers.shading import choose_mode
+
+
+@dataclass
+class TrainConfig:
+    prompt: str = ""
+    model: str = "builtin"
+    device: str = "cpu"
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 1
+    resolution: int = 0  # render size for guidance; 0: the prior's resolution
+    lr: float = 0.01
+    lr_background: float = 0.001
+    adam_eps: float = 1e-15
+    view_prompts: bool = True  # append ", front view" etc. per camera
+    checkpoint_every: int = 100
+    max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
+    preview_resolution: int = 96
+    turntable_frames: int = 36
+    turntable_fps: int = 24
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    renderer: RendererConfig = field(default_factory=RendererConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self):
+        if self.steps < 0:
+            raise DreamlmcError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise DreamlmcError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise DreamlmcError(f"device must be cpu or cuda, got {self.device!r}")
+
+
+CHECKPOINT = "checkpoints/last.safetensors"
+
+
+def _flatten_state(prefix: str, obj, tensors: Dict[str, torch.Tensor], meta: Dict):
+    """Nested state dicts -> flat safetensors tensors + JSON metadata (no pickle anywhere)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous()
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten_state(f"{prefix}/{k}" if prefix else str(k), v, tensors, meta)
+    elif isinstance(obj, (list, tuple)) and any(isinstance(v, (torch.Tensor, dict)) for v in obj):
+        meta[prefix + "#len"] = len(obj)
+        for i, v in enumerate(obj):
+            _flatten_state(f"{prefix}/{i}", v, tensors, meta)
+    else:
+        meta[prefix] = obj
+
+
+def _unflatten_state(tensors: Dict[str, torch.Tensor], meta: Dict):
+    root: Dict = {}
+
+    def put(path: str, value):
+        parts = path.split("/")
+        d = root
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+
+    for k, v in tensors.items():
+        put(k, v)
+    lists = {k[:-4] for k in meta if k.endswith("#len")}
+    for k, v in meta.items():
+        if not k.endswith("#len"):
+            put(k, v)
+
+    def fix(path: str, obj):
+        if isinstance(obj, dict):
+            obj = {k: fix(f"{path}/{k}" if path else k, v) for k, v in obj.items()}
+            if path in lists:
+                return [obj[str(i)] for i in range(len(obj))]
+        return obj
+
+    return fix("", root)
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> Dict:
+    sd = opt.state_dict()
+    return {"state": {str(k): v for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, sd: Dict) -> None:
+    groups = [dict(g, params=[int(p) for p in g["params"]]) for g in sd["param_groups"]]
+    state = {int(k): v for k, v in sd["state"].items()}
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, backend=None, progress: bool = True,
+                 log: Callable[[str], None] = print):
+        self.cfg, self.run_dir, self.progress, self.log = cfg, Path(run_dir), progress, log
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DreamlmcError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        torch.manual_seed(cfg.seed)
+        if backend is None:
+            from dreamlmc.guidance.backends import load_backend
+
+            backend = load_backend(cfg.model, device=self.device)
+        self.backend = backend
+        if cfg.model == "builtin" or cfg.model.endswith(".safetensors"):
+            from dreamlmc.world import parse_prompt
+
+            parse_prompt(cfg.prompt)  # unknown words fail now, before any work
+        elif not cfg.prompt.strip():
+            raise DreamlmcError("the prompt is empty")
+        res = cfg.resolution or backend.image_resolution
+        self.resolution = res
+        self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)
+        self.renderer = Renderer(cfg.renderer).to(self.device)
+        self.guidance = ScoreDistillation(cfg.guidance, backend, seed=cfg.seed + 1)
+        self.generator = torch.Generator().manual_seed(cfg.seed + 2)
+        bg = [p for n, p in self.renderer.named_parameters() if n.startswith("field.background")]
+        main = [p for n, p in self.renderer.named_parameters() if not n.startswith("field.background")]
+        groups = [{"params": main, "lr": cfg.lr}]
+        if bg:
+            groups.append({"params": bg, "lr": cfg.lr_background})
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=cfg.adam_eps)
+        self.step = 0
+        self.bad_steps = 0
+        self.skipped = 0
+        self._stop_signal: Optional[int] = None
+
+    # ---------------------------------------------------------------------------------------------- state
+    def state(self) -> Dict:
+        return {"renderer": self.renderer.state_dict(), "optimizer": _optimizer_state(self.optimizer),
+                "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "guidance": self.guidance.state_dict(),
+                "step": self.step, "skipped": self.skipped}
+
+    def save_checkpoint(self) -> Path:
+        from safetensors.torch import save_file
+
+        tensors, meta = {}, {}
+        _flatten_state("", self.state(), tensors, meta)
+        path = self.run_dir / CHECKPOINT
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+        return path
+
+    def load_checkpoint(self, path: Optional[Path] = None) -> None:
+        from safetensors.torch import load_file
+
+        path = Path(path or self.run_dir / CHECKPOINT)
+        try:
+            tensors = load_file(str(path))
+            meta = json.loads(path.with_suffix(".json").read_text())
+            st = _unflatten_state(tensors, meta)
+            self.renderer.load_state_dict(st["renderer"])
+            _load_optimizer_state(self.optimizer, st["optimizer"])
+            self.sampler.load_state_dict(st["sampler"])
+            self.generator.set_state(st["generator"])
+            torch.set_rng_state(st["torch_rng"])
+            self.guidance.load_state_dict(st["guidance"])
+            self.step, self.skipped = int(st["step"]), int(st.get("skipped", 0))
+        except DreamlmcError:
+            raise
+        except Exception as e:
+            raise DreamlmcError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); start again "
+                                "with --force or restore the file")
+
+    # ---------------------------------------------------------------------------------------------- loop
+    def prompts_for(self, views: List[str]) -> List[str]:
+        if not self.cfg.view_prompts:
+            return [self.cfg.prompt] * len(views)
+        return [f"{self.cfg.prompt}, {v} view" for v in views]
+
+    def train_step(self) -> Dict[str, float]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.renderer.train()
+        self.renderer.update_occupancy(self.step, self.generator)
+        cams = self.sampler.sample(cfg.batch_size).to(self.device)
+        mode = choose_mode(self.step, cfg.renderer.shading, self.generator)
+        out = self.renderer(cams, mode, self.generator)
+        g = self.guidance(out["rgb"], self.prompts_for(cams.views))
+        loss = g["loss"] + cfg.renderer.orientation_weight * out["orientation"]
+        if cfg.renderer.sparsity_weight > 0:
+            loss = loss + cfg.renderer.sparsity_weight * out["sparsity"]
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            finite = all(torch.isfinite(p.grad).all() for p in self.renderer.parameters() if p.grad is not None)
+        if finite:
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.skipped += 1
+            if self.bad_steps >= cfg.max_bad_steps:
+                raise DreamlmcError(f"{self.bad_steps} non-finite steps in a row at step {self.step}; stopped (the "
+                                    "last good checkpoint is kept). Lower the learning rate or guidance scale.")
+        self.step += 1
+        loss = loss.detach()
+        g = {k: v.detach() for k, v in g.items()}
+        rec = {"step": self.step, "loss": float(loss) if finite else None, "loss_cond": float(g["loss_cond"]),
+               "t": float(g["t"]), "grad_norm": float(g["grad_norm"]), "grad_norm_cond": float(g["grad_norm_cond"]),
+               "grad_norm_second": float(g["grad_norm_second"]), "orientation": float(out["orientation"]),
+               "opacity": float(out["opacity"].mean()), "mode": mode, "points": int(out["points"]),
+               "skipped": not finite, "seconds": time.perf_counter() - t0}
+        return rec
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def train(self) -> bool:
+        """Run until cfg.steps; returns True when finished, False when stopped by SIGINT/SIGTERM (checkpointed)."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        metrics = self.run_dir / "metrics.jsonl"
+        _truncate_metrics(metrics, self.step)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="training",
+                   unit="step", dynamic_ncols=True)
+        try:
+            with open(metrics, "a") as mf:
+                while self.step < cfg.steps:
+                    rec = self.train_step()
+                    mf.write(json.dumps(rec) + "\n")
+                    mf.flush()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{rec['loss']:.3g}" if rec["loss"] is not None else "nan",
+                                    t=f"{rec['t']:.2f}", refresh=False)
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                        self.save_checkpoint()
+                    if self._stop_signal is not None:
+                        self.save_checkpoint()
+                        bar.close()
+                        self.log(f"stopped by signal at step {self.step}; checkpoint written, resume with "
+                                 f"--resume {self.run_dir}")
+                        return False
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        if self.step == 0 or self.step % cfg.checkpoint_every:
+            self.save_checkpoint()
+        return True
+
+    # ---------------------------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def render_views(self, n: int, resolution: int, elevation: Optional[float] = None) -> Dict[str, torch.Tensor]:
+        self.renderer.eval()
+        cams = orbit_cameras(self.cfg.camera, n, resolution, resolution, elevation=elevation).to(self.device)
+        out = self.renderer(cams, ("lambertian", "textureless"), perturb=False, chunk=1)
+        return {"rgb": out["rgb"].cpu(), "textureless": out["rgb_textureless"].cpu(), "normal": out["normal"].cpu(),
+                "opacity": out["opacity"].cpu()}
+
+    def write_outputs(self) -> Dict[str, Path]:
+        cfg = self.cfg
+        outs = {}
+        views = self.render_views(8, cfg.preview_resolution)
+        grid = torch.cat([torch.cat(list(views["rgb"]), -1), torch.cat(list(views["textureless"]), -1)], -2)
+        outs["preview"] = save_png(grid, self.run_dir / "preview.png")
+        outs["turntable"] = self.write_turntable()
+        outs["mesh"] = self.export_mesh(self.run_dir / f"model.{cfg.export.format}", cfg.export)
+        return outs
+
+    def write_turntable(self) -> Path:
+        cfg = self.cfg
+        frames = self.render_views(cfg.turntable_frames, cfg.preview_resolution)["rgb"]
+        frames = [(f.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for f in frames]
+        return write_video(frames, self.run_dir / "turntable.mp4", cfg.turntable_fps)
+
+    def export_mesh(self, path: Path, ecfg: ExportConfig, threshold=None) -> Path:
+        field_ = self.renderer.field.eval()
+
+        def density(p):
+            return field_.density(p.to(self.device))
+
+        def albedo(p):
+            return field_(p.to(self.device))[1]
+
+        mesh = extract_mesh(density, albedo, bound=self.cfg.renderer.field.bound, cfg=ecfg, threshold=threshold)
+        write_mesh(mesh, path, ecfg.format)
+        return path
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint's step (they will be recomputed)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def save_png(img: torch.Tensor, path: Path) -> Path:
+    """(3, H, W) in [0, 1] -> PNG, atomically."""
+    from PIL import Image
+
+    arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    atomic_write(Path(path), lambda p: Image.fromarray(arr).save(p, format="PNG"))
+    return Path(path)
+
+
+def write_video(frames: List[np.ndarray], path: Path, fps: int) -> Path:
+    """MP4 through imageio-ffmpeg; a GIF beside it when ffmpeg is unavailable. Returns the written path."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+        atomic_write(path, lambda p: imageio.mimwrite(p, frames, fps=fps, format="FFMPEG", codec="libx264",
+                                                       quality=8, macro_block_size=1))
+        return path
+    except Exception:
+        gif = path.with_suffix(".gif")
+        atomic_write(gif, lambda p: imageio.mimwrite(p, frames, format="GIF", duration=1.0 / fps, loop=0))
+        return gif
+
+
+def resolve_config(presets: List[Dict], overrides: List[str]) -> TrainConfig:
+    return config_lib.build(TrainConfig, presets, overrides)

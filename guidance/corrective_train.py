@@ -1,0 +1,217 @@
+"""Train k_psi for a prior: regress k_psi(x, t) onto the frozen prior's one-step denoised x_hat.
+
+Clean images x come from the prior's own samples by default (no data set needed) or from an image folder. For
+each batch: t ~ U[t_range], ε ~ N(0, I), x_t = α_t x + σ_t ε, x_hat = (x_t − σ_t ε_φ(x_t; y, t)) / α_t with the
+same (conditional) prediction the guidance uses; minimise ‖k_psi(x, t) − x_hat‖². Resumable from a checkpoint
+beside the output file.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.guidance.backends.base import DiffusionBackend
+from dreamlmc.guidance.corrective import Corrective, save_corrective
+
+
+def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: int, guidance_scale: float,
+                steps: int, seed: int, progress: bool = True) -> Dict:
+    """Clean x (N, C, h, w) drawn from the prior with DDIM, and their prompts."""
+    from diffusers import DDIMScheduler
+    from tqdm import tqdm
+
+    T = backend.num_train_timesteps
+    sched = DDIMScheduler(num_train_timesteps=T, trained_betas=_betas(backend.alphas_cumprod.cpu()).numpy(),
+                          clip_sample=False, set_alpha_to_one=True)
+    sched.set_timesteps(steps)
+    g = torch.Generator().manual_seed(seed)
+    xs: List[torch.Tensor] = []
+    names: List[str] = []
+    todo = [p for p in prompts for _ in range(per_prompt)]
+    chunk = 16
+    for i in tqdm(range(0, len(todo), chunk), desc="sampling the prior", disable=not progress, leave=False):
+        ps = todo[i:i + chunk]
+        x = torch.randn((len(ps),) + tuple(backend.latent_shape), generator=g).to(backend.device)
+        cond, uncond = backend.encode_prompts(ps), backend.encode_prompts([""] * len(ps))
+        for t in sched.timesteps:
+            tt = torch.full((len(ps),), int(t), device=backend.device)
+            e_c, e_u = backend.predict_noise(x, tt, cond, uncond)
+            x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
+        xs.append(x.float().cpu())
+        names += ps
+    return {"x": torch.cat(xs), "prompts": names}
+
+
+def folder_pool(backend: DiffusionBackend, folder: Path) -> Dict:
+    from PIL import Image
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if not files:
+        raise DreamlmcError(f"--images {folder}: no .png/.jpg/.webp images found")
+    R = backend.image_resolution
+    xs = []
+    for f in files:
+        try:
+            im = Image.open(f).convert("RGB").resize((R, R), Image.BICUBIC)
+        except Exception:
+            raise DreamlmcError(f"--images: {f} is not a readable image")
+        t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            xs.append(backend.encode_images(t.to(backend.device)).float().cpu())
+    return {"x": torch.cat(xs), "prompts": [""] * len(xs)}
+
+
+def _betas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
+    return (1 - alphas_cumprod / prev).clamp(1e-8, 0.999)
+
+
+def one_step_denoise(backend: DiffusionBackend, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                     cond: torch.Tensor) -> torch.Tensor:
+    ac = backend.alphas_cumprod[t].view(-1, 1, 1, 1)
+    a, s = ac.sqrt(), (1 - ac).sqrt()
+    x_t = a * x + s * eps
+    e_c, _ = backend.predict_noise(x_t, t, cond, None)
+    return (x_t - s * e_c) / a
+
+
+def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str] = (), images: Optional[Path] = None,
+                     steps: int = 2000, batch_size: int = 16, lr: float = 1e-3, t_range=(0.02, 0.98),
+                     per_prompt: int = 8, sample_guidance: float = 3.0, sample_steps: int = 25, seed: int = 0,
+                     hidden: int = 48, layers: int = 4, kernel: int = 5, checkpoint_every: int = 200,
+                     progress: bool = True) -> Dict:
+    """Train (or resume) k_psi and write out (.safetensors) + card (.json). Returns the card."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    ckpt = out.with_suffix(".ckpt.pt")
+    torch.manual_seed(seed)
+    net = Corrective(channels=backend.latent_shape[0], hidden=hidden, layers=layers, kernel=kernel)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed + 1)
+    step, losses = 0, []
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["generator"])
+        pool = {"x": state["pool_x"], "prompts": list(state["pool_prompts"])}
+        step, losses = int(state["step"]), list(state["losses"])
+    elif images is not None:
+        pool = folder_pool(backend, images)
+    else:
+        if not prompts:
+            raise DreamlmcError("corrective training needs --prompts (or --images) for this prior")
+        pool = sample_pool(backend, prompts, per_prompt, sample_guidance, sample_steps, seed, progress)
+    net.to(backend.device)
+    x_all = pool["x"]
+    prompt_list = pool["prompts"]
+    T = backend.num_train_timesteps
+    t_lo, t_hi = int(t_range[0] * T), min(T - 1, int(t_range[1] * T))
+
+    def save_ckpt():
+        from dreamlmc.io import atomic_write
+
+        state = {"net": net.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(), "step": step,
+                 "losses": losses, "pool_x": x_all, "pool_prompts": prompt_list}
+        atomic_write(ckpt, lambda p: torch.save(state, p))
+
+    bar = tqdm(total=steps, initial=step, desc="training k_psi", disable=not progress)
+    t0 = time.time()
+    while step < steps:
+        idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
+        x = x_all[idx].to(backend.device)
+        t = torch.randint(t_lo, t_hi + 1, (batch_size,), generator=g).to(backend.device)
+        eps = torch.randn(x.shape, generator=g).to(backend.device)
+        with torch.no_grad():
+            cond = backend.encode_prompts([prompt_list[int(i)] for i in idx])
+            x_hat = one_step_denoise(backend, x, t, eps, cond).float()
+        loss = ((net(x, t.float() / T) - x_hat) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        losses.append(float(loss))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % checkpoint_every == 0:
+            save_ckpt()
+    bar.close()
+    card = {"model_id": backend.model_id, "latent_shape": list(backend.latent_shape),
+            "image_resolution": backend.image_resolution, "t_range": list(t_range), "steps": step,
+            "batch_size": batch_size, "source": str(images) if images else "prior samples",
+            "initial_loss": float(np.mean(losses[:20])) if losses else None,
+            "final_loss": float(np.mean(losses[-50:])) if losses else None, "seconds_this_run": time.time() - t0}
+    save_corrective(net.cpu(), out, card)
+    save_ckpt()
+    return card
+
+
+@torch.no_grad()
+def radial_power_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (h // 2,) mean power per integer radial frequency (mean over batch and channels)."""
+    B, C, h, w = x.shape
+    f = torch.fft.fftshift(torch.fft.fft2(x.float() - x.float().mean(dim=(-2, -1), keepdim=True)), dim=(-2, -1))
+    p = (f.abs() ** 2).mean(dim=(0, 1))
+    yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    r = torch.sqrt(yy.float() ** 2 + xx.float() ** 2).round().long()
+    n = h // 2
+    out = torch.zeros(n)
+    for k in range(n):
+        m = r == k
+        out[k] = p[m].mean() if m.any() else 0
+    return out
+
+
+def diagnostic_figure(backend: DiffusionBackend, net: Corrective, x: torch.Tensor, prompts: Sequence[str],
+                      path: Path, ts=(0.1, 0.3, 0.5, 0.7, 0.9), seed: int = 0) -> Dict:
+    """Rows per t: x, x_hat, k_psi(x, t) for a few images, and a plot of their radial power spectra.
+
+    Returns the spectra as lists (for JSON)."""
+    from PIL import Image, ImageDraw
+
+    g = torch.Generator().manual_seed(seed)
+    T = backend.num_train_timesteps
+    n = min(4, len(x))
+    x = x[:n].to(backend.device)
+    cond = backend.encode_prompts(list(prompts[:n]))
+    R = backend.image_resolution
+    tiles, spectra = [], {}
+    for tf in ts:
+        t = torch.full((n,), int(tf * (T - 1)), device=backend.device)
+        eps = torch.randn(x.shape, generator=g).to(backend.device)
+        with torch.no_grad():
+            x_hat = one_step_denoise(backend, x, t, eps, cond).float()
+            k = net.to(backend.device)(x, t.float() / T)
+        row = [backend.decode(v) for v in (x, x_hat, k)]
+        tiles.append(torch.cat([torch.cat(list(r), dim=-1) for r in row], dim=-1))  # (3, R, 3 n R)
+        spectra[f"{tf:.1f}"] = {name: radial_power_spectrum(v).tolist() for name, v in
+                                (("x", x), ("x_hat", x_hat), ("k_psi", k))}
+    grid = torch.cat(tiles, dim=-2).cpu()
+    img = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize(
+        (grid.shape[2] * 2, grid.shape[1] * 2), Image.NEAREST)
+    # spectra panel: log power vs frequency, one small plot per t (x black, x_hat red, k_psi blue)
+    pw, ph = 160, 120
+    panel = Image.new("RGB", (pw * len(ts), ph + 16), "white")
+    d = ImageDraw.Draw(panel)
+    allv = [v for s in spectra.values() for arr in s.values() for v in arr[1:] if v > 0]
+    lo, hi = math.log(min(allv)), math.log(max(allv))
+    for i, (tf, s) in enumerate(spectra.items()):
+        d.text((i * pw + 4, 2), f"t={tf}", fill="black")
+        for name, colour in (("x", "black"), ("x_hat", "red"), ("k_psi", "blue")):
+            arr = s[name][1:]
+            pts = [(i * pw + 8 + j * (pw - 16) / max(1, len(arr) - 1),
+                    16 + (ph - 8) * (1 - (math.log(max(v, 1e-12)) - lo) / max(hi - lo, 1e-6)))
+                   for j, v in enumerate(arr)]
+            d.line(pts, fill=colour, width=2)
+    canvas = Image.new("RGB", (max(img.width, panel.width), img.height + panel.height), "white")
+    canvas.paste(img, (0, 0))
+    canvas.paste(panel, (0, img.height))
+    canvas.save(path)
+    return spectra
