@@ -39,11 +39,26 @@ def density_grid(density_fn: Callable, resolution: int, bound: float, chunk: int
     return vals.reshape(resolution, resolution, resolution).numpy()
 
 
-def auto_threshold(grid: np.ndarray) -> float:
-    """Mean density over the cells that hold more than the grid's mean: separates "solid" from "empty" without a
-    hand-tuned number, and scales with however dense the optimisation made the object."""
-    above = grid[grid > grid.mean()]
-    return float(above.mean()) if above.size else float(grid.max())
+def auto_threshold(grid: np.ndarray, cell: float) -> float:
+    """The density level where the volume-rendered surface is.
+
+    Orthographic rays along the six axis directions march through the grid; on each ray that becomes opaque, the
+    density where transmittance first drops below 0.5 is where a render sees the surface. The median of those
+    densities is the iso-level, so the mesh matches the renders without a hand-tuned number."""
+    levels = []
+    for axis in range(3):
+        for flip in (False, True):
+            g = np.flip(grid, axis) if flip else grid
+            g = np.moveaxis(g, axis, -1).reshape(-1, grid.shape[axis])
+            tau = np.cumsum(g, axis=1) * cell
+            hit = tau[:, -1] > np.log(2.0)
+            if not hit.any():
+                continue
+            first = np.argmax(tau[hit] > np.log(2.0), axis=1)
+            levels.append(g[hit][np.arange(hit.sum()), first])
+    if not levels:
+        return float(grid.max()) + 1.0  # nothing is opaque: no surface (reported by the caller)
+    return float(np.median(np.concatenate(levels)))
 
 
 def extract_mesh(density_fn: Callable, albedo_fn: Callable, bound: float = 1.0, cfg: ExportConfig = ExportConfig(),
@@ -54,7 +69,7 @@ def extract_mesh(density_fn: Callable, albedo_fn: Callable, bound: float = 1.0, 
 
     grid = density_grid(density_fn, cfg.resolution, bound)
     thr = cfg.threshold if threshold is None else threshold
-    level = auto_threshold(grid) if thr == "auto" else float(thr)
+    level = auto_threshold(grid, 2 * bound / cfg.resolution) if thr == "auto" else float(thr)
     if not np.isfinite(grid).all():
         raise DreamlmcError("the density grid has non-finite values; the run diverged - resume from an earlier "
                             "checkpoint or lower the learning rate")

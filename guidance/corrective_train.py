@@ -137,7 +137,7 @@ def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str
         loss.backward()
         opt.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % checkpoint_every == 0:

@@ -75,6 +75,9 @@ class OccupancyGrid(torch.nn.Module):
         n = cfg.resolution
         self.register_buffer("density", torch.zeros(n, n, n))
         self.register_buffer("mask", torch.ones(n, n, n, dtype=torch.bool))
+        # density eroded by one cell (min over the 3x3x3 neighbourhood): a lower bound away from surfaces, used for
+        # the transmittance estimate so that early termination never cuts a ray before the surface it hits
+        self.register_buffer("interior_density", torch.zeros(n, n, n))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
@@ -91,6 +94,8 @@ class OccupancyGrid(torch.nn.Module):
             k = 2 * self.cfg.dilate + 1
             occ = F.max_pool3d(occ[None, None].float(), k, stride=1, padding=self.cfg.dilate)[0, 0] > 0
         self.mask.copy_(occ)
+        padded = F.pad(self.density[None, None], (1, 1, 1, 1, 1, 1), value=0.0)
+        self.interior_density.copy_(-F.max_pool3d(-padded, 3, stride=1)[0, 0])
         self.updates += 1
 
     def occupied(self, pts: torch.Tensor) -> torch.Tensor:
@@ -102,12 +107,12 @@ class OccupancyGrid(torch.nn.Module):
         return inside & self.mask[cell[..., 0], cell[..., 1], cell[..., 2]]
 
     def lookup_density(self, pts: torch.Tensor) -> torch.Tensor:
-        """pts (..., 3) -> the grid's stored density (...), 0 outside the grid or in unoccupied cells."""
+        """pts (..., 3) -> the grid's eroded (interior) density (...), 0 outside the grid or in unoccupied cells."""
         n = self.cfg.resolution
         cell = ((pts / self.bound * 0.5 + 0.5) * n).floor().long()
         inside = ((cell >= 0) & (cell < n)).all(-1)
         cell = cell.clamp(0, n - 1)
-        d = self.density[cell[..., 0], cell[..., 1], cell[..., 2]]
+        d = self.interior_density[cell[..., 0], cell[..., 1], cell[..., 2]]
         return torch.where(inside & self.mask[cell[..., 0], cell[..., 1], cell[..., 2]], d, torch.zeros_like(d))
 
     def occupancy_fraction(self) -> float:

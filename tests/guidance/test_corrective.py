@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.guidance.backends import load_backend
+from dreamlmc.guidance.corrective import Corrective, load_corrective, save_corrective
+from dreamlmc.guidance.corrective_train import radial_power_spectrum, train_corrective
+from tiny_models import make_tiny_if
+
+
+@pytest.fixture(scope="module")
+def tiny_if(tmp_path_factory):
+    return load_backend(str(make_tiny_if(tmp_path_factory.mktemp("if") / "tiny-if")))
+
+
+def test_training_reduces_the_regression_loss_and_resumes(tiny_if, tmp_path):
+    out = tmp_path / "k.safetensors"
+    card = train_corrective(tiny_if, out, prompts=["a red cube", "a blue sphere"], steps=150, batch_size=16,
+                            per_prompt=4, sample_steps=4, lr=3e-3, t_range=(0.02, 0.5), progress=False)
+    assert card["final_loss"] < card["initial_loss"]
+    assert card["model_id"] == tiny_if.model_id and card["steps"] == 150
+    net, loaded = load_corrective(out, expect_model_id=tiny_if.model_id)
+    assert loaded["latent_shape"] == list(tiny_if.latent_shape)
+    card2 = train_corrective(tiny_if, out, prompts=["a red cube"], steps=160, batch_size=8, progress=False)
+    assert card2["steps"] == 160  # continued from the checkpoint beside the output
+
+
+def test_a_corrective_for_another_prior_is_refused(tmp_path):
+    path = tmp_path / "k.safetensors"
+    save_corrective(Corrective(channels=3), path, {"model_id": "some-other-prior"})
+    with pytest.raises(DreamlmcError) as e:
+        load_corrective(path, expect_model_id="builtin")
+    assert "some-other-prior" in str(e.value)
+
+
+def test_radial_spectrum_sees_blur():
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
+    s, sb = radial_power_spectrum(x), radial_power_spectrum(blurred)
+    assert sb[12:].sum() < 0.2 * s[12:].sum()  # high frequencies lost

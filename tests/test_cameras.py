@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras, view_label
+
+
+@pytest.mark.parametrize("el,az,label", [(0, 0, "front"), (10, 44, "front"), (10, -44, "front"), (0, 46, "side"),
+                                         (0, -90, "side"), (0, 134, "side"), (0, 136, "back"), (0, -180, "back"),
+                                         (0, 180, "back"), (61, 0, "overhead"), (59, 170, "back")])
+def test_view_labels_follow_thresholds(el, az, label):
+    assert view_label(el, az) == label
+
+
+def test_same_seed_same_cameras_and_different_seed_differs():
+    a = CameraSampler(CameraConfig(), 8, 8, seed=3)
+    b = CameraSampler(CameraConfig(), 8, 8, seed=3)
+    for _ in range(3):
+        ca, cb = a.sample(4), b.sample(4)
+        assert torch.equal(ca.rays_d, cb.rays_d) and ca.views == cb.views
+    c = CameraSampler(CameraConfig(), 8, 8, seed=4).sample(4)
+    assert not torch.equal(CameraSampler(CameraConfig(), 8, 8, seed=3).sample(4).rays_d, c.rays_d)
+
+
+def test_state_dict_resumes_the_sequence():
+    a = CameraSampler(CameraConfig(), 8, 8, seed=0)
+    a.sample(2)
+    state = a.state_dict()
+    expected = a.sample(2)
+    b = CameraSampler(CameraConfig(), 8, 8, seed=99)
+    b.load_state_dict(state)
+    assert torch.equal(b.sample(2).c2w, expected.c2w)
+
+
+def test_ranges_and_stratified_azimuth():
+    cfg = CameraConfig()
+    cams = CameraSampler(cfg, 4, 4, seed=0).sample(8)
+    assert ((cams.elevation >= cfg.elevation_range[0]) & (cams.elevation <= cfg.elevation_range[1])).all()
+    assert ((cams.radius >= cfg.radius_range[0]) & (cams.radius <= cfg.radius_range[1])).all()
+    # one azimuth per 45-degree bin (up to a common rotation)
+    az = torch.sort((cams.azimuth - cams.azimuth[0]) % 360).values
+    assert (az[1:] - az[:-1]).max() < 90
+
+
+def test_rays_are_unit_and_the_centre_ray_sees_the_origin():
+    cams = orbit_cameras(CameraConfig(), 3, 9, 9)
+    assert torch.allclose(cams.rays_d.norm(dim=-1), torch.ones(3, 9, 9), atol=1e-6)
+    o, d = cams.rays_o[:, 4, 4], cams.rays_d[:, 4, 4]
+    closest = o + ((-o) * d).sum(-1, keepdim=True) * d
+    assert closest.norm(dim=-1).max() < 1e-5
+    assert cams.views == ["front", "side", "side"]  # azimuths 0, 120, -120

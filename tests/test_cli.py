@@ -1,0 +1,155 @@
+"""The command line end to end on the built-in prior: outputs, resume, variations, and bad inputs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dreamlmc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = str(ROOT / "configs" / "quick.yaml")
+
+
+def train(args, capsys=None):
+    code = main(["train", "--config", QUICK, "--quiet"] + args)
+    return code
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "red-cube"
+    assert main(["train", "--config", QUICK, "--quiet", "--prompt", "a red cube", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_every_output(finished_run):
+    out = finished_run
+    for name in ["model.glb", "preview.png", "config.yaml", "metrics.jsonl", "checkpoints/last.safetensors", "DONE"]:
+        assert (out / name).exists(), name
+    assert (out / "turntable.mp4").exists() or (out / "turntable.gif").exists()
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == list(range(1, 31))
+    assert {"loss", "t", "grad_norm", "seconds", "loss_cond"} <= set(recs[0])
+    import trimesh
+    from PIL import Image
+
+    mesh = trimesh.load(out / "model.glb", force="mesh")
+    assert len(mesh.vertices) > 0 and np.abs(mesh.bounds).max() <= 1.0 + 1e-3
+    assert Image.open(out / "preview.png").size == (8 * 32, 2 * 32)
+
+
+def test_finished_run_is_not_overwritten_without_force(finished_run, capsys):
+    before = (finished_run / "model.glb").read_bytes()
+    assert train(["--prompt", "a blue cube", "--out", str(finished_run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--force" in err[0]
+    assert (finished_run / "model.glb").read_bytes() == before
+
+
+def test_export_command(finished_run, tmp_path):
+    assert main(["export", str(finished_run), "--format", "ply", "--resolution", "40",
+                 "--out", str(tmp_path / "m.ply")]) == 0
+    assert (tmp_path / "m.ply").stat().st_size > 0
+
+
+def _final_params(run: Path):
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    common = ["--prompt", "a green cone", "--seed", "3", "steps=40", "checkpoint_every=5"]
+    a = tmp_path / "a"
+    assert train(common + ["--out", str(a)]) == 0
+    b = tmp_path / "b"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dreamlmc.cli", "train", "--config", QUICK, "--quiet",
+                             "--out", str(b)] + common, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = b / "checkpoints" / "last.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a mid-way checkpoint exists, then kill -9
+        if ckpt.exists() and (b / "metrics.jsonl").exists() and \
+                len((b / "metrics.jsonl").read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (b / "DONE").exists()
+    assert train(["--resume", str(b)]) == 0
+    pa, pb = _final_params(a), _final_params(b)
+    for k in pa:
+        if k.startswith("renderer/"):
+            torch.testing.assert_close(pa[k], pb[k], rtol=1e-5, atol=1e-6, msg=k)
+    steps_b = [json.loads(l)["step"] for l in (b / "metrics.jsonl").read_text().splitlines()]
+    assert steps_b == list(range(1, 41))
+
+
+def test_variations_differ_and_reproduce_train(tmp_path):
+    out = tmp_path / "vars"
+    assert main(["variations", "--config", QUICK, "--quiet", "--prompt", "a red sphere", "--count", "2",
+                 "steps=12", "--out", str(out)]) == 0
+    assert (out / "variations.png").exists()
+    p0, p1 = _final_params(out / "eps0"), _final_params(out / "eps1")
+    assert not torch.equal(p0["guidance/noise/eps_star"], p1["guidance/noise/eps_star"])
+    key = [k for k in p0 if "encoding.levels.0" in k][0]
+    assert not torch.allclose(p0[key], p1[key])
+    single = tmp_path / "single"
+    assert train(["--prompt", "a red sphere", "steps=12", "--fixed-eps", "--eps-seed", "1", "--out", str(single)]) == 0
+    ps = _final_params(single)
+    for k in ps:
+        if k.startswith("renderer/"):
+            assert torch.equal(ps[k], p1[k]), k
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--prompt", "", "--out", "{tmp}/x"], "empty"),
+    (["--prompt", "a red dragon", "--out", "{tmp}/x"], "dragon"),
+    (["--prompt", "a red cube", "--model", "{tmp}/no-such-model", "--out", "{tmp}/x"], "no such folder"),
+    (["--prompt", "a red cube", "--out", "{tmp}/x", "renderer.no_such_key=1"], "renderer.no_such_key"),
+    (["--prompt", "a red cube", "--steps", "-3", "--out", "{tmp}/x"], "steps"),
+    (["--prompt", "a red cube", "--out", "/proc/dreamlmc-cannot-write"], "not writable"),
+    (["--prompt", "a red cube", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/x"], "does not exist"),
+])
+def test_bad_inputs_are_one_line_errors(args, needle, tmp_path, capsys):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert train(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_run(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    (run / "DONE").unlink()
+    (run / "checkpoints" / "last.safetensors").write_bytes(b"garbage")
+    before = (run / "model.glb").read_bytes()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt" in err[0]
+    assert (run / "model.glb").read_bytes() == before
+
+
+def test_cli_subprocess_has_no_traceback_on_bad_input(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dreamlmc.cli", "train", "--prompt", "a red dragon", "--out",
+                        str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert subprocess.run([sys.executable, "-m", "dreamlmc.cli", "--help"], capture_output=True).returncode == 0
+
+
+def test_sample_and_image_commands(tmp_path):
+    assert main(["sample", "--prompt", "a blue torus", "--out", str(tmp_path / "s.png"), "--count", "2",
+                 "--steps", "3"]) == 0
+    assert main(["image", "--prompt", "a red cube", "--out", str(tmp_path / "i.png"), "--steps", "3",
+                 "--variations", "2", "--quiet"]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "i.png").size[0] == 2 * Image.open(tmp_path / "i.png").size[1]

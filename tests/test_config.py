@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from dreamlmc.config import build, load_yaml
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.trainer import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_dotted_overrides_and_types():
+    cfg = build(TrainConfig, [], ["renderer.num_samples=32", "guidance.guidance_scale=7.5",
+                                  "camera.fovy_range=[40, 50]", "prompt=a red cube", "guidance.kind=sds"])
+    assert cfg.renderer.num_samples == 32 and cfg.guidance.guidance_scale == 7.5
+    assert cfg.camera.fovy_range == (40.0, 50.0) and cfg.prompt == "a red cube" and cfg.guidance.kind == "sds"
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("renderer.num_sample=32", "renderer.num_sample"),
+    ("renderer.num_samples=lots", "renderer.num_samples"),
+    ("guidance.kind=vsd", "guidance.kind"),
+    ("camera.fovy_range=[1, 2, 3]", "camera.fovy_range"),
+    ("steps=-5", "steps"),
+    ("nonsense", "key=value"),
+])
+def test_bad_keys_and_types_name_the_key(override, needle):
+    with pytest.raises(DreamlmcError) as e:
+        build(TrainConfig, [], [override])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_presets_merge_in_order_and_all_shipped_presets_load():
+    a = {"steps": 10, "renderer": {"num_samples": 20}}
+    b = {"renderer": {"orientation_weight": 0.5}}
+    cfg = build(TrainConfig, [a, b], ["steps=11"])
+    assert (cfg.steps, cfg.renderer.num_samples, cfg.renderer.orientation_weight) == (11, 20, 0.5)
+    presets = sorted(CONFIGS.glob("*.yaml"))
+    assert presets, "configs/ should ship presets"
+    for p in presets:
+        build(TrainConfig, [load_yaml(p)])
+
+
+def test_missing_or_broken_yaml(tmp_path):
+    with pytest.raises(DreamlmcError):
+        load_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1,\n")
+    with pytest.raises(DreamlmcError):
+        load_yaml(bad)

@@ -1,0 +1,61 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dreamlmc import world
+from dreamlmc.cameras import CameraConfig, orbit_cameras
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.world_render import render_shapes
+
+
+@pytest.mark.parametrize("shape", world.SHAPES)
+def test_sdf_volume_matches_the_analytic_volume(shape):
+    p = torch.rand(400_000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    vol = float((world.sdf(shape, p) < 0).float().mean()) * 8
+    assert abs(vol - float(world.VOLUMES[shape])) < 0.02
+
+
+@pytest.mark.parametrize("shape", world.SHAPES)
+def test_sdf_is_a_distance(shape):
+    p = (torch.rand(2000, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1).requires_grad_(True)
+    g, = torch.autograd.grad(world.sdf(shape, p).sum(), p)
+    assert torch.allclose(g.norm(dim=-1), torch.ones(2000), atol=1e-3)
+
+
+def test_rendered_sphere_silhouette_matches_its_radius():
+    res, dist = 64, 2.5
+    cams = orbit_cameras(CameraConfig(orbit_fovy=40.0), 1, res, res, elevation=0.0, radius=dist)
+    out = render_shapes(["sphere"], torch.tensor([[0.8, 0.1, 0.1]]), cams)
+    focal = 0.5 * res / math.tan(math.radians(20.0))
+    r_px = focal * math.tan(math.asin(0.6 / dist))
+    area = float(out["mask"].sum())
+    assert abs(area - math.pi * r_px ** 2) / (math.pi * r_px ** 2) < 0.03
+    assert torch.allclose(out["rgb"][0, :, 0, 0], torch.ones(3))
+
+
+def test_data_generator_is_deterministic():
+    from tools.make_shapes_data import make_dataset
+
+    a = make_dataset(1, 16, seed=5, progress=False)
+    b = make_dataset(1, 16, seed=5, progress=False)
+    c = make_dataset(1, 16, seed=6, progress=False)
+    assert a["images"].shape == (48, 16, 16, 3)
+    assert np.array_equal(a["images"], b["images"]) and not np.array_equal(a["images"], c["images"])
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("a red cube", ("red", "cube", None)), ("An  ORANGE   torus ", ("orange", "torus", None)),
+    ("a blue sphere, side view", ("blue", "sphere", "side")), ("a cone", (None, "cone", None))])
+def test_prompt_grammar(prompt, expected):
+    p = world.parse_prompt(prompt)
+    assert (p["colour"], p["shape"], p["view"]) == expected
+
+
+@pytest.mark.parametrize("prompt,needle", [("", "empty"), ("a red dragon", "dragon"), ("a red blue cube", "two"),
+                                           ("a", "neither")])
+def test_bad_prompts(prompt, needle):
+    with pytest.raises(DreamlmcError) as e:
+        world.parse_prompt(prompt)
+    assert needle in str(e.value)
