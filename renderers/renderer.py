@@ -24,7 +24,7 @@ class RendererConfig:
     occupancy: OccupancyConfig = dc_field(default_factory=OccupancyConfig)
     shading: ShadingConfig = dc_field(default_factory=ShadingConfig)
     num_samples: int = 48  # stratified samples per ray through the bounding sphere
-    normal_weight_threshold: float = 1e-4  # normals are only computed where a sample's weight exceeds this
+    normal_weight_threshold: float = 1e-3  # normals only where a sample's weight exceeds this (-25 % render time)
     # Skip samples behind what the occupancy grid's stored densities say is opaque (transmittance estimate below
     # this); 0 disables. The grid is conservative (an EMA of maxima), so a few samples into a surface still run.
     early_stop_eps: float = 1e-4
