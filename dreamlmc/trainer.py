@@ -229,7 +229,7 @@ class Trainer:
         rec = {"step": self.step, "loss": float(loss) if finite else None, "loss_cond": float(g["loss_cond"]),
                "t": float(g["t"]), "grad_norm": float(g["grad_norm"]), "grad_norm_cond": float(g["grad_norm_cond"]),
                "grad_norm_second": float(g["grad_norm_second"]), "orientation": float(out["orientation"].detach()),
-               "opacity": float(out["opacity"].mean()), "mode": mode, "points": int(out["points"]),
+               "opacity": float(out["opacity"].detach().mean()), "mode": mode, "points": int(out["points"]),
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         return rec
 
