@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, __file__.rsplit("/tools/", 1)[0])
+sys.path.append(__file__.rsplit("/tools/", 1)[0])
 from tools.benchutil import machine, table, write_json  # noqa: E402
 from tools.make_shapes_data import make_dataset  # noqa: E402
 

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, __file__.rsplit("/tools/", 1)[0])
+sys.path.append(__file__.rsplit("/tools/", 1)[0])
 from tools.benchutil import machine, median_time, table, write_json  # noqa: E402
 
 from dreamlmc.cameras import CameraConfig, CameraSampler  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, __file__.rsplit("/tools/", 1)[0])
+sys.path.append(__file__.rsplit("/tools/", 1)[0])
 from tools.benchutil import machine, table, write_json  # noqa: E402
 
 from dreamlmc.renderers.shading import choose_mode  # noqa: E402
