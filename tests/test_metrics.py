@@ -1,0 +1,49 @@
+import numpy as np
+import torch
+
+from dreamlmc import metrics, world
+
+
+def test_iou_of_a_shape_with_itself_is_one_and_a_shifted_copy_is_lower():
+    def inside(shift):
+        return lambda p: (world.sdf("cube", p - torch.tensor(shift)) < 0).numpy()
+
+    same, yaw = metrics.best_yaw_iou(inside([0.0, 0.0, 0.0]), "cube", n=20000, yaw_step=90)
+    assert same == 1.0 and yaw == 0.0
+    shifted, _ = metrics.best_yaw_iou(inside([0.3, 0.0, 0.0]), "cube", n=20000, yaw_step=90)
+    assert shifted < 0.8
+
+
+def test_best_yaw_recovers_a_rotation():
+    rotated = lambda p: (world.sdf("pyramid", metrics.rotate_y(p, -30.0)) < 0).numpy()
+    unrotated, _ = metrics.best_yaw_iou(rotated, "pyramid", n=20000, yaw_step=90)
+    best, yaw = metrics.best_yaw_iou(rotated, "pyramid", n=20000, yaw_step=5)
+    assert best > 0.99 and yaw % 90 == 30 and unrotated < best
+
+
+def test_chamfer_is_zero_for_identical_sets_and_grows_with_offset():
+    a = metrics.surface_points_of_shape("sphere", 2000)
+    assert metrics.chamfer(a, a) == 0.0
+    assert abs(metrics.chamfer(a, a * 1.1) - 2 * 0.06) < 0.03
+
+
+def test_delta_e():
+    red = np.array([0.8, 0.1, 0.1])
+    assert float(metrics.delta_e(red, red)) == 0.0
+    assert float(metrics.delta_e(red, np.array([0.1, 0.1, 0.8]))) > 50
+
+
+def test_saturation_and_sharpness_move_the_right_way():
+    g = torch.Generator().manual_seed(0)
+    img = 0.3 + 0.4 * torch.rand(1, 3, 32, 32, generator=g)
+    grey = img.mean(1, keepdim=True)
+    oversaturated = (grey + 2.0 * (img - grey)).clamp(0, 1)
+    assert metrics.saturation(oversaturated) > metrics.saturation(img)
+    blurred = torch.nn.functional.avg_pool2d(img, 3, stride=1, padding=1)
+    assert metrics.sharpness(blurred) < metrics.sharpness(img)
+
+
+def test_render_diversity():
+    a = torch.zeros(1, 3, 4, 4)
+    assert metrics.render_diversity([a, a]) == 0.0
+    assert metrics.render_diversity([a, a + 0.5, a + 1.0]) > 0.5
