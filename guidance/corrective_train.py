@@ -143,8 +143,7 @@ def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str
         if step % checkpoint_every == 0:
             save_ckpt()
     bar.close()
-    card = {"model_id": backend.model_id, "latent_shape": list(backend.latent_shape),
-            "image_resolution": backend.image_resolution, "t_range": list(t_range), "steps": step,
+    card = {**backend.card(), "t_range": list(t_range), "steps": step,
             "batch_size": batch_size, "source": str(images) if images else "prior samples",
             "initial_loss": float(np.mean(losses[:20])) if losses else None,
             "final_loss": float(np.mean(losses[-50:])) if losses else None, "seconds_this_run": time.time() - t0}

@@ -80,7 +80,11 @@ class ScoreDistillation:
         if path == "identity":
             return Corrective(channels=self.backend.latent_shape[0]).to(self.backend.device).eval().requires_grad_(
                 False)
-        net, _ = load_corrective(path, expect_model_id=self.backend.model_id, device=self.backend.device)
+        net, card = load_corrective(path, expect_model_id=self.backend.model_id, device=self.backend.device)
+        mine = getattr(self.backend, "fingerprint", None)
+        if mine and card.get("prior_fingerprint") not in (None, mine):
+            warnings.warn(f"k_psi {path} was trained for other weights of prior {self.backend.model_id!r} "
+                          f"({card.get('prior_fingerprint')} vs {mine}); retrain it with 'dreamlmc corrective train'")
         return net
 
     def embed(self, prompts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:

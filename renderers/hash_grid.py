@@ -23,13 +23,15 @@ PRIMES = (1, 2654435761, 805459861)
 
 @dataclass
 class HashGridConfig:
-    # CPU defaults: resolutions 12 ... 89 cells across the bounding box (the guidance sees 32x32 renders, where a
-    # pixel spans ~1/20 of the object); with a 2^19 table every level but the finest is dense.
-    num_levels: int = 8
+    # CPU defaults for the built-in prior's 32x32 renders: resolutions 8, 11, 16, 22, 32 cells across the bounding
+    # box, all dense. Measured on "a red cube" (1000 steps): levels up to 89 cells left sub-pixel speckle in 96 px
+    # previews that the 32 px guidance cannot see, and cost 146 s against 106 s for these. GPU presets use 16
+    # levels up to 2048 with a hashed table (configs/).
+    num_levels: int = 5
     features_per_level: int = 2
     log2_table_size: int = 19
-    base_resolution: int = 12
-    growth_factor: float = 1.33
+    base_resolution: int = 8
+    growth_factor: float = 1.41
     init_scale: float = 1e-4
 
 

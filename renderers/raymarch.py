@@ -63,7 +63,10 @@ class OccupancyConfig:
     update_every: int = 16  # training steps between updates
     decay: float = 0.95  # EMA decay of the stored density
     threshold: float = 0.01  # a cell is occupied where its opacity over one sample step exceeds this
-    dilate: int = 1  # cells of margin around occupied ones, so surfaces can grow
+    # cells of margin around occupied ones. 0 (like nerfacc): measured on a fitted cube, a 1-cell margin evaluates
+    # 65 % more samples (76k vs 46k per 64x64 render) for the same PSNR; surfaces still grow through the shared
+    # coarse levels and the periodic re-evaluation of every cell.
+    dilate: int = 0
 
 
 class OccupancyGrid(torch.nn.Module):

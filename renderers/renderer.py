@@ -28,6 +28,7 @@ class RendererConfig:
     # Skip samples behind what the occupancy grid's stored densities say is opaque (transmittance estimate below
     # this); 0 disables. The grid is conservative (an EMA of maxima), so a few samples into a surface still run.
     early_stop_eps: float = 1e-4
+    march_chunks: int = 4  # samples are evaluated front to back in this many chunks, stopping opaque rays early
     orientation_weight: float = 0.01
     sparsity_weight: float = 0.0
     sparsity_eps: float = 0.01
@@ -89,13 +90,7 @@ class Renderer(nn.Module):
             if cfg.early_stop_eps > 0:
                 tau = grid_density * delta
                 valid = valid & (torch.exp(-(torch.cumsum(tau, -1) - tau)) > cfg.early_stop_eps)
-        sel = valid.nonzero(as_tuple=True)
-        density = torch.zeros(R, S, device=pts.device, dtype=pts.dtype)
-        albedo = torch.zeros(R, S, 3, device=pts.device, dtype=pts.dtype)
-        if sel[0].numel() > 0:
-            d_sel, a_sel = self.field(pts[sel])
-            density = density.index_put(sel, d_sel)
-            albedo = albedo.index_put(sel, a_sel)
+        density, albedo, n_points = self._march(pts, delta, valid)
         weights, _ = composite_weights(density, delta)
         opacity = weights.sum(-1, keepdim=True)
         depth = (weights * t).sum(-1, keepdim=True)
@@ -121,8 +116,34 @@ class Renderer(nn.Module):
             out["rgb_" + m] = accumulate(weights, c)
         out.update(opacity=opacity, depth=depth, orientation=orientation,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
-                   points=torch.tensor(float(sel[0].numel())))
+                   points=torch.tensor(float(n_points)))
         return out
+
+    def _march(self, pts, delta, valid):
+        """Evaluate the field at valid samples, front to back in cfg.march_chunks chunks of samples; a ray whose
+        transmittance (from the densities already evaluated) falls below early_stop_eps is not evaluated further.
+        -> density (R, S), albedo (R, S, 3), number of points evaluated."""
+        cfg = self.cfg
+        R, S = valid.shape
+        dens_parts, alb_parts, n_points = [], [], 0
+        trans = torch.ones(R, device=pts.device, dtype=pts.dtype)
+        bounds = torch.linspace(0, S, max(1, cfg.march_chunks) + 1).round().long().tolist()
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            v = valid[:, lo:hi]
+            if cfg.early_stop_eps > 0 and lo > 0:
+                v = v & (trans > cfg.early_stop_eps)[:, None]
+            sel = v.nonzero(as_tuple=True)
+            d = torch.zeros(R, hi - lo, device=pts.device, dtype=pts.dtype)
+            a = torch.zeros(R, hi - lo, 3, device=pts.device, dtype=pts.dtype)
+            if sel[0].numel() > 0:
+                d_sel, a_sel = self.field(pts[:, lo:hi][sel])
+                d = d.index_put(sel, d_sel)
+                a = a.index_put(sel, a_sel)
+                n_points += sel[0].numel()
+            trans = trans * torch.exp(-(d.detach() * delta[:, lo:hi]).sum(-1))
+            dens_parts.append(d)
+            alb_parts.append(a)
+        return torch.cat(dens_parts, 1), torch.cat(alb_parts, 1), n_points
 
     @torch.no_grad()
     def _render_chunked(self, cameras, mode, generator, perturb, chunk):

@@ -30,6 +30,10 @@ class BuiltinBackend(DiffusionBackend):
         self.device, self.dtype = torch.device(device), dtype
         self.weights = Path(weights) if weights else default_weights()
         self.net, self.prior_card = load_prior(self.weights, device=self.device, dtype=dtype)
+        import hashlib
+
+        # which weights exactly: a k_psi card records it, so a corrective left over from older weights is noticed
+        self.fingerprint = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:16]
         R = self.net.cfg["resolution"]
         self.latent_shape = (3, R, R)
         self.image_resolution = R
@@ -49,6 +53,9 @@ class BuiltinBackend(DiffusionBackend):
 
     def _predict(self, x_t, t, emb):
         return self.net.predict(x_t.to(self.dtype), t.to(self.device), emb.to(self.dtype))
+
+    def card(self):
+        return dict(super().card(), prior_fingerprint=self.fingerprint, prior_steps=self.prior_card.get("steps"))
 
     def default_corrective(self) -> Optional[str]:
         p = _assets_dir() / "builtin_corrective.safetensors"
