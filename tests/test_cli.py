@@ -153,3 +153,55 @@ def test_sample_and_image_commands(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "i.png").size[0] == 2 * Image.open(tmp_path / "i.png").size[1]
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dreamlmc.cli", "train", "--config", QUICK, "--quiet", "--out",
+                             str(out), "--prompt", "a blue cube", "steps=100000", "checkpoint_every=100000"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and
+                                          len((out / "metrics.jsonl").read_text().splitlines()) >= 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    meta = json.loads((out / "checkpoints" / "last.json").read_text())
+    assert meta["step"] >= 5 and not (out / "DONE").exists()
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
+    from dreamlmc.errors import DreamlmcError
+    from dreamlmc.trainer import Trainer, resolve_config
+    from dreamlmc.config import load_yaml
+
+    cfg = resolve_config([load_yaml(Path(QUICK))], ["prompt=a red cube", "max_bad_steps=3"])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    real = tr.guidance.__class__.__call__
+    calls = {"n": 0}
+
+    def flaky(self, images, *a, **k):
+        out = real(self, images, *a, **k)
+        calls["n"] += 1
+        if calls["n"] in (2, 4, 5, 6):  # one bad step, then three in a row
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    tr.guidance.__class__.__call__ = flaky
+    try:
+        before = [p.detach().clone() for p in tr.renderer.parameters()]
+        tr.train_step()
+        rec = tr.train_step()
+        assert rec["skipped"] and tr.skipped == 1
+        tr.train_step()
+        tr.train_step()
+        tr.train_step()
+        with pytest.raises(DreamlmcError) as e:
+            tr.train_step()
+        assert "non-finite" in str(e.value)
+        assert all(torch.isfinite(p).all() for p in tr.renderer.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, tr.renderer.parameters()))
+    finally:
+        tr.guidance.__class__.__call__ = real

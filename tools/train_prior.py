@@ -114,7 +114,10 @@ def main(argv=None) -> int:
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
     if args.export:
+        from dreamlmc.guidance.builtin_prior import TOKENS
+
         card = {"training_command": "python tools/make_shapes_data.py && python tools/train_prior.py",
+                "vocabulary": list(TOKENS), "prompt_grammar": "a|an {colour} {shape}[, {view} view]",
                 "data_seed": args.seed, "steps": step, "batch_size": args.batch_size,
                 "final_loss": _last_loss(args.workdir), "ema_decay": args.ema,
                 "guidance_convention": "eps_u + s * (eps_c - eps_u); s = 1 is purely conditional"}

@@ -38,3 +38,15 @@ def test_radial_spectrum_sees_blur():
     blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
     s, sb = radial_power_spectrum(x), radial_power_spectrum(blurred)
     assert sb[12:].sum() < 0.2 * s[12:].sum()  # high frequencies lost
+
+
+def test_diagnostic_figure(tiny_if, tmp_path):
+    from PIL import Image
+
+    from dreamlmc.guidance.corrective_train import diagnostic_figure
+
+    x = torch.rand(4, *tiny_if.latent_shape) * 2 - 1
+    spectra = diagnostic_figure(tiny_if, Corrective(channels=3), x, ["a red cube"] * 4, tmp_path / "f.png",
+                                ts=(0.2, 0.8))
+    assert set(spectra) == {"0.2", "0.8"} and set(spectra["0.2"]) == {"x", "x_hat", "k_psi"}
+    assert Image.open(tmp_path / "f.png").size[0] > 0
