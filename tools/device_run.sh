@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/pkg:/tmp/site
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # run from /tmp/pkg so that `python -m dreamlmc.cli` (children of the checks) finds the laid-out package first
 R=$PWD; case "$OUT" in /*) ;; *) OUT="$R/$OUT";; esac; cd /tmp/pkg
-timeout 240 python3 $R/tools/device_check.py 2>&1 | grep -v Warning | tee "$OUT/device_check.log"
+[ "${BENCH_ONLY:-0}" = 1 ] || timeout 240 python3 $R/tools/device_check.py 2>&1 | grep -v Warning | tee "$OUT/device_check.log"
 [ "${CHECK_ONLY:-0}" = 1 ] && exit 0
 timeout 120 python3 $R/tools/bench_renderer.py --device cuda --out "$OUT/renderer_cuda.json" 2>&1 | tail -12 | tee "$OUT/bench_renderer.log"
 timeout 150 python3 $R/tools/bench_speed.py --device cuda --warmup 100 --repeats 30 --e2e --out "$OUT/speed_cuda.json" 2>&1 | grep -v Warning | tail -20 | tee "$OUT/bench_speed.log"
