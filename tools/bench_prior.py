@@ -1,7 +1,7 @@
 """Quality gate of the built-in prior: shape and colour accuracy of its samples, judged by a classifier trained on
 the ground-truth data set, for every (colour, shape) prompt at several guidance scales; plus sample time.
 
-    python tools/bench_prior.py                      # 32 samples x 48 prompts x guidance {1, 3, 7.5}
+    python tools/bench_prior.py                      # 32 samples x 48 prompts x guidance {1, 3, 7.5, 20}
     python tools/bench_prior.py --per-prompt 8       # quicker
 
 The classifier (a small CNN with a shape head and a colour head) is trained on a data set generated with seed 1
@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None, help="built-in prior weights (default: the shipped ones)")
     ap.add_argument("--per-prompt", type=int, default=32)
-    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 7.5])
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 7.5, 20.0],
+                    help="guidance scales (20 is the trainer's default for LMC-SDS)")
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps per sample")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)

@@ -91,6 +91,11 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-every", type=int, default=1000)
     ap.add_argument("--export", type=Path, default=None, help="write the EMA weights (fp16) + card and exit")
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to read (default: workdir/last.pt)")
+    ap.add_argument("--save-resumable", type=Path, default=None,
+                    help="write net + EMA weights (fp32 safetensors, no optimiser state) and exit: a compact "
+                         "checkpoint that can be committed when a session ends before training does")
+    ap.add_argument("--resume-from", type=Path, default=None,
+                    help="start from such a compact checkpoint (the optimiser restarts with its warm-up)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -103,6 +108,7 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
     step, log = 0, []
+    warm_start = 0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
         net.load_state_dict(state["net"])
@@ -112,6 +118,25 @@ def main(argv=None) -> int:
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+    elif args.resume_from:
+        from safetensors.torch import load_file
+
+        flat = load_file(str(args.resume_from))
+        net.load_state_dict({k[4:]: v for k, v in flat.items() if k.startswith("net.")})
+        ema.load_state_dict({k[4:]: v for k, v in flat.items() if k.startswith("ema.")})
+        step = int(json.loads(args.resume_from.with_suffix(".json").read_text())["step"])
+        warm_start = step  # the fresh optimiser warms up again
+        print(f"started from {args.resume_from} at step {step}", file=sys.stderr)
+
+    if args.save_resumable:
+        from safetensors.torch import save_file
+
+        flat = {f"net.{k}": v.float().contiguous() for k, v in net.state_dict().items()}
+        flat.update({f"ema.{k}": v.float().contiguous() for k, v in ema.state_dict().items()})
+        save_file(flat, str(args.save_resumable))
+        args.save_resumable.with_suffix(".json").write_text(json.dumps({"step": step, "seed": args.seed}))
+        print(f"wrote compact checkpoint at step {step} to {args.save_resumable}")
+        return 0
 
     if args.export:
         from dreamlmc.guidance.builtin_prior import TOKENS
@@ -162,7 +187,7 @@ def main(argv=None) -> int:
         a = alphas_cumprod[t].sqrt()[:, None, None, None]
         s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
         x_t = a * x0 + s * noise
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * min(1.0, (step + 1 - warm_start) / args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16):
