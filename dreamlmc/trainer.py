@@ -204,6 +204,7 @@ class Trainer:
         cams = self.sampler.sample(cfg.batch_size).to(self.device)
         mode = choose_mode(self.step, cfg.renderer.shading, self.generator)
         out = self.renderer(cams, mode, self.generator)
+        self.guidance.set_progress(self.step / max(1, cfg.steps))
         g = self.guidance(out["rgb"], self.prompts_for(cams.views))
         loss = g["loss"] + cfg.renderer.orientation_weight * out["orientation"]
         if cfg.renderer.sparsity_weight > 0:

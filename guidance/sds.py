@@ -36,6 +36,9 @@ class GuidanceConfig:
     kind: Literal["sds", "lmc-sds"] = "lmc-sds"
     guidance_scale: float = 20.0
     t_range: Tuple[float, float] = (0.02, 0.98)
+    # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
+    # the object early, small t refines it late
+    t_max_end: Optional[float] = None
     weighting: Literal["sds", "uniform"] = "sds"
     fixed_eps: bool = True
     eps_seed: int = 0
@@ -86,6 +89,14 @@ class ScoreDistillation:
             warnings.warn(f"k_psi {path} was trained for other weights of prior {self.backend.model_id!r} "
                           f"({card.get('prior_fingerprint')} vs {mine}); retrain it with 'dreamlmc corrective train'")
         return net
+
+    def set_progress(self, fraction: float) -> None:
+        """Training progress in [0, 1]; moves the upper timestep bound when t_max_end is set."""
+        if self.cfg.t_max_end is None:
+            return
+        T = self.backend.num_train_timesteps
+        hi = self.cfg.t_range[1] + (self.cfg.t_max_end - self.cfg.t_range[1]) * min(max(fraction, 0.0), 1.0)
+        self.t_max = max(self.t_min, min(T - 1, int(round(hi * T))))
 
     def embed(self, prompts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
         cond = self.backend.encode_prompts(list(prompts))
