@@ -45,6 +45,24 @@ def best_yaw_iou(pred_inside_fn: Callable[[torch.Tensor], np.ndarray], shape: st
     return best
 
 
+def solid_inside_fn(grid, level: float, bound: float = 1.0) -> Callable[[torch.Tensor], np.ndarray]:
+    """Inside test from a density grid (R, R, R) [x, y, z] over [-bound, bound]^3: cells above the iso-level, with
+    every cavity not connected to the outside filled. A NeRF trained by score distillation is often hollow (only
+    its visible surface is constrained); the object a viewer sees is the filled solid."""
+    from scipy.ndimage import binary_fill_holes
+
+    solid = binary_fill_holes(grid > level)
+    r = grid.shape[0]
+
+    def fn(pts: torch.Tensor) -> np.ndarray:
+        idx = np.floor((pts.numpy() / bound * 0.5 + 0.5) * r).astype(int)
+        ok = ((idx >= 0) & (idx < r)).all(-1)
+        idx = np.clip(idx, 0, r - 1)
+        return ok & solid[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+    return fn
+
+
 def mesh_inside_fn(mesh) -> Callable[[torch.Tensor], np.ndarray]:
     """Inside test of a (closed) trimesh by the generalised winding number's sign, via ray parity."""
     def fn(pts: torch.Tensor) -> np.ndarray:

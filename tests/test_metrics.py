@@ -47,3 +47,16 @@ def test_render_diversity():
     a = torch.zeros(1, 3, 4, 4)
     assert metrics.render_diversity([a, a]) == 0.0
     assert metrics.render_diversity([a, a + 0.5, a + 1.0]) > 0.5
+
+
+def test_solid_inside_fills_a_hollow_shell():
+    r = 48
+    lin = (torch.arange(r) + 0.5) / r * 2 - 1
+    X, Y, Z = torch.meshgrid(lin, lin, lin, indexing="ij")
+    d = world.sdf("sphere", torch.stack([X, Y, Z], -1).reshape(-1, 3)).reshape(r, r, r).numpy()
+    shell = ((d < 0) & (d > -0.08)).astype(np.float32) * 10  # density only just inside the surface: hollow
+    inside = metrics.solid_inside_fn(shell, 5.0)
+    iou, _ = metrics.best_yaw_iou(inside, "sphere", n=20000, yaw_step=90)
+    assert iou > 0.85
+    hollow = lambda p: ((world.sdf("sphere", p) < 0) & (world.sdf("sphere", p) > -0.08)).numpy()
+    assert metrics.best_yaw_iou(hollow, "sphere", n=20000, yaw_step=90)[0] < 0.5

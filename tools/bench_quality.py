@@ -4,8 +4,9 @@ diversity. Every run is a real `dreamlmc train` (same preset, same steps); metri
     python tools/bench_quality.py --quick            # ~15 min on the 2-core CPU
     python tools/bench_quality.py                     # the full default sweep (hours; resumable, parallel)
 
-Per run: volumetric IoU with the analytic shape (best over yaw) and symmetric Chamfer distance, from the field's
-density at the exported mesh's iso-level; ΔE (CIELAB) of the mesh's vertex colours against the prompt's albedo;
+Per run: volumetric IoU with the analytic shape (best over yaw; the solid is the field's density above the exported
+mesh's iso-level with enclosed cavities filled, since score distillation leaves interiors unconstrained) and
+symmetric Chamfer distance; ΔE (CIELAB) of the mesh's vertex colours against the prompt's albedo;
 saturation and sharpness (Laplacian variance) of 8 rendered views relative to ground-truth renders of the same
 cameras. Diversity: for one prompt, 4 fixed-ε seeds vs 4 run seeds with fresh noise, mean pairwise render
 difference and Chamfer distance. Writes results.json, results.md and grid.png to --out.
@@ -76,10 +77,8 @@ def evaluate(run: Path, prompt: str) -> Dict:
         grid = density_grid(field.density, cfg.export.resolution, cfg.renderer.field.bound)
         level = auto_threshold(grid, 2 * cfg.renderer.field.bound / cfg.export.resolution)
 
-        def inside(p):
-            return (field.density(p) > level).numpy()
-
-        iou, yaw = metrics.best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
+        iou, yaw = metrics.best_yaw_iou(metrics.solid_inside_fn(grid, level, cfg.renderer.field.bound), shape,
+                                        n=60_000, yaw_step=5.0)
     mesh = trimesh.load(run / "model.glb", force="mesh")
     pred_pts, _ = trimesh.sample.sample_surface(mesh, 5000, seed=0)
     cd = metrics.chamfer(np.asarray(pred_pts, np.float32), metrics.surface_points_of_shape(shape, 5000, yaw))
