@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         m = float(per.detach().mean())
         running = m if running is None else 0.99 * running + 0.01 * m
         if step % 50 == 0:
-            rec = {"step": step, "loss": float(loss), "mse": running, "lr": lr, "time": time.time()}
+            rec = {"step": step, "loss": float(loss.detach()), "mse": running, "lr": lr, "time": time.time()}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
         if step % args.grid_every == 0:
