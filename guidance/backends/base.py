@@ -73,3 +73,17 @@ class DiffusionBackend:
     def card(self) -> Dict:
         return {"model_id": self.model_id, "latent_shape": list(self.latent_shape),
                 "image_resolution": self.image_resolution}
+
+
+class PixelSpaceBackend(DiffusionBackend):
+    """A prior whose x is the image itself in [-1, 1] at image_resolution (built-in prior, DeepFloyd IF stage I)."""
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        R = self.image_resolution
+        if images.shape[-2:] != (R, R):
+            images = torch.nn.functional.interpolate(images, size=(R, R), mode="bilinear", align_corners=False,
+                                                     antialias=True)
+        return images * 2.0 - 1.0
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1.0) / 2.0).clamp(0, 1)

@@ -5,9 +5,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
-from dreamlmc.guidance.backends.base import DiffusionBackend
+from dreamlmc.guidance.backends.base import PixelSpaceBackend
 from dreamlmc.guidance.builtin_prior import load_prior, make_scheduler, tokenize
 
 
@@ -22,7 +21,7 @@ def default_weights() -> Path:
     return _assets_dir() / "builtin_prior.safetensors"
 
 
-class BuiltinBackend(DiffusionBackend):
+class BuiltinBackend(PixelSpaceBackend):
     model_id = "builtin"
 
     def __init__(self, weights: Optional[Path] = None, device="cpu", dtype: torch.dtype = torch.float32):
@@ -38,15 +37,6 @@ class BuiltinBackend(DiffusionBackend):
         self.latent_shape = (3, R, R)
         self.image_resolution = R
         self.alphas_cumprod = make_scheduler(self.net.cfg).alphas_cumprod.float().to(self.device)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        R = self.image_resolution
-        if images.shape[-2:] != (R, R):
-            images = F.interpolate(images, size=(R, R), mode="bilinear", align_corners=False, antialias=True)
-        return images * 2.0 - 1.0
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x + 1.0) / 2.0).clamp(0, 1)
 
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         return self.net.encode(tokenize(prompts).to(self.device))

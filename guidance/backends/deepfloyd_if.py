@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
-from dreamlmc.guidance.backends.base import DiffusionBackend
+from dreamlmc.guidance.backends.base import PixelSpaceBackend
 from dreamlmc.guidance.backends.hub import load
 
 
-class DeepFloydIFBackend(DiffusionBackend):
+class DeepFloydIFBackend(PixelSpaceBackend):
     def __init__(self, model: str, is_local: bool, device="cpu", dtype: Optional[torch.dtype] = None,
                  max_length: int = 77):
         super().__init__()
@@ -33,15 +32,6 @@ class DeepFloydIFBackend(DiffusionBackend):
         self.alphas_cumprod = sched.alphas_cumprod.float().to(self.device)
         self.image_resolution = int(self.unet.config.sample_size)
         self.latent_shape = (3, self.image_resolution, self.image_resolution)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        R = self.image_resolution
-        if images.shape[-2:] != (R, R):
-            images = F.interpolate(images, size=(R, R), mode="bilinear", align_corners=False, antialias=True)
-        return images * 2 - 1
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x + 1) / 2).clamp(0, 1)
 
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         tok = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,

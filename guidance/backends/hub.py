@@ -12,7 +12,6 @@ from dreamlmc.errors import DreamlmcError
 T = TypeVar("T")
 
 
-
 def resolve(model: str) -> tuple[str, bool]:
     """-> (what to pass to from_pretrained, is_local). A path-like model that does not exist is an error."""
     p = Path(model).expanduser()
