@@ -229,6 +229,28 @@ def cmd_image(args) -> int:
     return 0
 
 
+def cmd_translate_train(args) -> int:
+    from dreamlmc.translate import TranslateConfig, train_translation
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise DreamlmcError(f"--out {out} exists; pass --force to replace it")
+    tcfg = TranslateConfig(prompt=args.prompt, source_prompts=tuple(args.source or ()), images=args.images,
+                           per_source=args.per_source, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           l2=args.l2, guidance=args.guidance, guidance_scale=args.guidance_scale,
+                           fixed_eps=args.fixed_eps, seed=args.seed, model=args.model, device=args.device)
+    card = train_translation(tcfg, out, progress=not args.quiet, figure=Path(args.figure) if args.figure else None)
+    print(f"{out} ({card['sources']} source images, {card['steps']} steps, final loss {card['final_loss']:.4g})")
+    return 0
+
+
+def cmd_translate_apply(args) -> int:
+    from dreamlmc.translate import apply_translation
+
+    print(apply_translation(args.net, args.input, Path(args.out), device=args.device))
+    return 0
+
+
 def cmd_corrective_train(args) -> int:
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.corrective import load_corrective
@@ -344,6 +366,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_image)
+
+    p = sub.add_parser("translate", help="an image-to-image translation network trained with SDS / LMC-SDS")
+    tsub = p.add_subparsers(dest="translate_command", metavar="ACTION")
+    c = tsub.add_parser("train", help="train a network that makes images follow --prompt")
+    c.add_argument("--prompt", required=True, help="target prompt")
+    c.add_argument("--source", nargs="+", help="built-in world prompts whose ground-truth renders are the sources")
+    c.add_argument("--images", help="folder of source images (instead of --source)")
+    c.add_argument("--per-source", type=int, default=32, help="renders per --source prompt")
+    c.add_argument("--out", required=True, help="network .safetensors (a .json card is written beside it)")
+    c.add_argument("--steps", type=int, default=300)
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument("--l2", type=float, default=0.5, help="weight of the L2 tie to the input image")
+    c.add_argument("--guidance", choices=["sds", "lmc-sds"], default="lmc-sds")
+    c.add_argument("--guidance-scale", type=float, default=None)
+    c.add_argument("--fixed-eps", action="store_true", help="one eps for all steps (default: fresh noise)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--model", default="builtin")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--figure", help="also write sources (top) and their translations (bottom) here")
+    c.add_argument("--force", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(fn=cmd_translate_train)
+    c = tsub.add_parser("apply", help="translate images with a trained network (no diffusion model needed)")
+    c.add_argument("--net", required=True)
+    c.add_argument("--input", nargs="+", required=True)
+    c.add_argument("--out", required=True, help="PNG: inputs on top, translations below")
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(fn=cmd_translate_apply)
+    p.set_defaults(fn=lambda a: (p.print_help(), 0)[1])
 
     p = sub.add_parser("corrective", help="the LMC corrective k_psi")
     csub = p.add_subparsers(dest="corrective_command", metavar="ACTION")

@@ -30,16 +30,16 @@ class ImageConfig:
     resolution: int = 0
 
 
-def load_image(path: str, size: int) -> torch.Tensor:
+def load_image(path: str, size: int, flag: str = "--init") -> torch.Tensor:
     from PIL import Image
 
     p = Path(path)
     if not p.exists():
-        raise DreamlmcError(f"--init {path}: no such file")
+        raise DreamlmcError(f"{flag} {path}: no such file")
     try:
         im = Image.open(p).convert("RGB").resize((size, size), Image.BICUBIC)
     except Exception:
-        raise DreamlmcError(f"--init {path}: not a readable image")
+        raise DreamlmcError(f"{flag} {path}: not a readable image")
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
 
 

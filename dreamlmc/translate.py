@@ -1,0 +1,206 @@
+"""An image-to-image translation network trained by score distillation (the paper's amortised 2D use).
+
+Where `dreamlmc image` optimises the pixels of one image, this trains a small convolutional network g_θ over a set
+of source images so that its outputs follow a target prompt under SDS / LMC-SDS, while an L2 tie to the input keeps
+their layout. Afterwards one forward pass translates new images; no diffusion model is needed at that point.
+
+    g_θ(x) = sigmoid(logit(x) + f_θ(x)),  f_θ's last layer zero-initialised, so g_θ starts as the identity.
+    loss = guidance(g_θ(x); target prompt) + l2 · ‖g_θ(x) − x‖² (per image, summed over pixels)
+
+Sources: a folder of images, or (built-in prior) ground-truth renders of world prompts from random training
+cameras. Noise is fresh at every step by default (one ε for a whole data set would bias the network).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dreamlmc.errors import DreamlmcError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclass
+class TranslateConfig:
+    prompt: str
+    source_prompts: Tuple[str, ...] = ()
+    images: Optional[str] = None
+    per_source: int = 32
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 2e-3
+    l2: float = 0.5
+    guidance: str = "lmc-sds"
+    guidance_scale: Optional[float] = None
+    fixed_eps: bool = False
+    seed: int = 0
+    hidden: int = 32
+    model: str = "builtin"
+    device: str = "cpu"
+
+
+class TranslationNet(nn.Module):
+    """Residual in logit space; a full-resolution branch for detail and a half-resolution one for context."""
+
+    def __init__(self, channels: int = 3, hidden: int = 32):
+        super().__init__()
+        self.config = {"channels": channels, "hidden": hidden}
+        self.inp = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.SiLU())
+        self.down = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
+                                  nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU())
+        self.mid = nn.Sequential(nn.Conv2d(2 * hidden, hidden, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU())
+        self.out = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x * 2 - 1)
+        ctx = nn.functional.interpolate(self.down(h), size=h.shape[-2:], mode="bilinear", align_corners=False)
+        delta = self.out(self.mid(torch.cat([h, ctx], dim=1)))
+        return torch.sigmoid(torch.logit(x.clamp(1e-3, 1 - 1e-3)) + delta)
+
+
+def load_folder(folder: str, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    p = Path(folder)
+    if not p.is_dir():
+        raise DreamlmcError(f"--images {folder} is not a folder")
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DreamlmcError(f"--images {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    out = []
+    for f in files:
+        try:
+            im = Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC)
+        except Exception:
+            raise DreamlmcError(f"{f}: not a readable image")
+        out.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def world_sources(prompts: Sequence[str], per_prompt: int, size: int, seed: int) -> torch.Tensor:
+    """Ground-truth renders of built-in world prompts from random training cameras -> (N, 3, size, size)."""
+    from dreamlmc.cameras import CameraConfig, CameraSampler
+    from dreamlmc.renderers.shading import ShadingConfig
+    from dreamlmc.world import COLOURS, parse_prompt
+    from dreamlmc.world_render import render_shapes
+
+    shapes, albedo = [], []
+    for p in prompts:
+        parsed = parse_prompt(p)
+        if parsed["colour"] is None or parsed["shape"] is None:
+            raise DreamlmcError(f"source prompt {p!r} must name a colour and a shape, e.g. 'a blue cube'")
+        shapes += [parsed["shape"]] * per_prompt
+        albedo += [COLOURS[parsed["colour"]]] * per_prompt
+    cams = CameraSampler(CameraConfig(stratified=False), size, size, seed=seed).sample(len(shapes))
+    sh = ShadingConfig()
+    return render_shapes(shapes, torch.tensor(albedo, dtype=torch.float32), cams, ambient=sh.ambient,
+                         diffuse=sh.diffuse)["rgb"]
+
+
+def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, figure: Optional[Path] = None) -> Dict:
+    """Trains g_θ, writes out (.safetensors) + a .json card beside it; returns the card."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from dreamlmc.guidance.backends import load_backend
+    from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
+    from dreamlmc.io import atomic_write, atomic_write_text
+
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.per_source < 1:
+        raise DreamlmcError("--steps, --batch-size and --per-source must be >= 1")
+    if cfg.l2 < 0:
+        raise DreamlmcError("--l2 must be >= 0")
+    if bool(cfg.images) == bool(cfg.source_prompts):
+        raise DreamlmcError("pass either --images DIR or --source \"a blue cube\" ... (built-in world renders)")
+    if cfg.model == "builtin":
+        from dreamlmc.world import parse_prompt
+
+        parse_prompt(cfg.prompt)
+    elif cfg.source_prompts:
+        raise DreamlmcError("--source renders the built-in world; with --model other than builtin pass --images DIR")
+    backend = load_backend(cfg.model, device=cfg.device)
+    size = backend.image_resolution
+    torch.manual_seed(cfg.seed)
+    data = (load_folder(cfg.images, size) if cfg.images
+            else world_sources(cfg.source_prompts, cfg.per_source, size, cfg.seed)).to(backend.device)
+    gcfg = GuidanceConfig(kind=cfg.guidance, fixed_eps=cfg.fixed_eps, eps_seed=cfg.seed)
+    if cfg.guidance_scale is not None:
+        gcfg = replace(gcfg, guidance_scale=cfg.guidance_scale)
+    gcfg.validate()
+    guidance = ScoreDistillation(gcfg, backend, seed=cfg.seed)
+    net = TranslationNet(hidden=cfg.hidden).to(backend.device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    B = min(cfg.batch_size, len(data))
+    cond, uncond = guidance.embed([cfg.prompt] * B)
+    g = torch.Generator().manual_seed(cfg.seed)
+    losses: List[float] = []
+    for _ in tqdm(range(cfg.steps), disable=not progress, desc="translation net", leave=False):
+        x = data[torch.randperm(len(data), generator=g)[:B].to(data.device)]
+        y = net(x)
+        loss = guidance(y, cond=cond, uncond=uncond)["loss"] + cfg.l2 * ((y - x) ** 2).sum() / B
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    card = {"kind": "dreamlmc-translation", "model_id": backend.model_id, "prompt": cfg.prompt,
+            "resolution": size, "net": net.config, "steps": cfg.steps,
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "guidance_scale": gcfg.guidance_scale, "sources": len(data),
+            "final_loss": float(np.mean(losses[-20:]))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2))
+    if figure is not None:
+        from dreamlmc.trainer import save_png
+
+        with torch.no_grad():
+            x = data[:8]
+            save_png(torch.cat([torch.cat(list(x), -1), torch.cat(list(net(x)), -1)], -2).cpu(), figure)
+    return card
+
+
+def load_translation(path: str, device="cpu") -> Tuple[TranslationNet, Dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.exists():
+        raise DreamlmcError(f"--net {path}: no such file")
+    try:
+        with safe_open(str(p), "pt") as f:
+            card = json.loads((f.metadata() or {}).get("card", "{}"))
+        state = load_file(str(p))
+    except Exception:
+        raise DreamlmcError(f"--net {path}: not a safetensors file")
+    if card.get("kind") != "dreamlmc-translation":
+        raise DreamlmcError(f"--net {path}: not a translation network (train one with 'dreamlmc translate train')")
+    net = TranslationNet(**card["net"])
+    net.load_state_dict(state)
+    return net.to(device).eval().requires_grad_(False), card
+
+
+def apply_translation(net_path: str, inputs: Sequence[str], out: Path, device="cpu") -> Path:
+    """Translates images; writes one PNG: inputs on the top row, outputs below."""
+    from dreamlmc.image import load_image
+    from dreamlmc.trainer import save_png
+
+    net, card = load_translation(net_path, device)
+    if not inputs:
+        raise DreamlmcError("pass at least one --input image")
+    x = torch.cat([load_image(p, card["resolution"], flag="--input") for p in inputs]).to(device)
+    with torch.no_grad():
+        y = net(x)
+    save_png(torch.cat([torch.cat(list(x), -1), torch.cat(list(y), -1)], -2).cpu(), out)
+    return out
