@@ -98,6 +98,13 @@ def evaluate(run: Path, prompt: str) -> Dict:
             "sharpness_ratio": metrics.sharpness(views["rgb"]) / max(1e-9, metrics.sharpness(gt["rgb"]))}
 
 
+def prior_info() -> Dict:
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+
+    be = BuiltinBackend()
+    return {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps")}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -108,7 +115,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--diversity-seeds", type=int, default=4)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache/dreamlmc/bench_quality")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="where runs go (default: ~/.cache/dreamlmc/bench_quality/<built-in prior fingerprint>, so "
+                         "runs are reused only with the same weights)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks/quality")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = ap.parse_args(argv)
@@ -124,6 +133,9 @@ def main(argv=None) -> int:
     div_fresh = [{"prompt": div_prompt, "kind": "lmc-sds", "scale": div_scale, "seed": i, "fixed_eps": False,
                   "eps_seed": 0} for i in range(ndiv)]
     all_jobs = list({run_name(j): j for j in jobs + div_fixed + div_fresh}.values())
+    prior = prior_info()
+    if args.workdir is None:
+        args.workdir = Path.home() / ".cache/dreamlmc/bench_quality" / prior["fingerprint"]
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     t_train = None
@@ -181,7 +193,7 @@ def main(argv=None) -> int:
 
     Image.fromarray(np.concatenate(tiles, 0)).save(args.out / "grid.png")
     info = machine()
-    md = [f"Built-in prior, {steps} steps per run, seeds {args.seeds}, prompts: {', '.join(prompts)}.",
+    md = [f"Built-in prior {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds {args.seeds}, prompts: {', '.join(prompts)}.",
           f"Machine: {info['cpu']}, {info['cores']} cores; {args.workers} runs in parallel; "
           f"wall time {time.time() - t0:.0f} s ({t_train:.0f} s of it training; runs already in --workdir are "
           "reused).", "",
@@ -191,7 +203,7 @@ def main(argv=None) -> int:
           "", "grid.png: rows = method x guidance scale (in the table's order), columns = prompts."]
     (args.out / "results.md").write_text("\n".join(md) + "\n")
     (args.out / "results.json").write_text(json.dumps({"machine": info, "steps": steps, "prompts": prompts,
-                                                       "rows": rows, "diversity": div, "runs": per_run,
+                                                       "rows": rows, "diversity": div, "runs": per_run, "prior": prior,
                                                        "overrides": args.overrides}, indent=2))
     print("\n".join(md))
     return 0
