@@ -144,6 +144,7 @@ def main(argv=None) -> int:
         card = {"training_command": "python tools/make_shapes_data.py && python tools/train_prior.py",
                 "vocabulary": list(TOKENS), "prompt_grammar": "a|an {colour} {shape}[, {view} view]",
                 "data_seed": args.seed, "steps": step, "batch_size": args.batch_size,
+                "lr_segments": _lr_segments(args.workdir, step),
                 "final_loss": _last_loss(args.workdir), "ema_decay": args.ema,
                 "guidance_convention": "eps_u + s * (eps_c - eps_u); s = 1 is purely conditional"}
         save_prior(ema, args.export, card)
@@ -219,6 +220,23 @@ def main(argv=None) -> int:
     checkpoint()
     print(f"stopped at step {step} (running mse {running})", file=sys.stderr)
     return 0
+
+
+def _lr_segments(workdir: Path, upto: int):
+    """[(first step, lr), ...] as actually trained (later records of a resumed run replace earlier ones)."""
+    log = workdir / "log.jsonl"
+    if not log.exists():
+        return []
+    by_step = {}
+    for line in log.read_text().strip().splitlines():
+        rec = json.loads(line)
+        if rec["step"] <= upto:
+            by_step[rec["step"]] = rec["lr"]
+    segs = []
+    for st in sorted(by_step):
+        if not segs or abs(segs[-1][1] - by_step[st]) > 1e-12:
+            segs.append([st, by_step[st]])
+    return segs
 
 
 def _last_loss(workdir: Path):
