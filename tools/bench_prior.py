@@ -79,7 +79,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-prompt", type=int, default=32)
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 7.5, 20.0],
                     help="guidance scales (20 is the trainer's default for LMC-SDS)")
-    ap.add_argument("--steps", type=int, default=50, help="DDIM steps per sample (`dreamlmc sample`'s default)")
+    ap.add_argument("--steps", type=int, default=25,
+                    help="DDIM steps per sample. Shape accuracy at s=1, 2 samples x 48 prompts: step-6691 weights "
+                         "29 %% at 10 steps, 68 %% at 25; step-8465 weights 87 %% at 25, 89 %% at 50")
     ap.add_argument("--batch", type=int, default=96, help="samples per sampler call")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
