@@ -30,7 +30,11 @@ class ImageConfig:
     resolution: int = 0
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
 def load_image(path: str, size: int, flag: str = "--init") -> torch.Tensor:
+    """One image file -> (1, 3, size, size) in [0, 1]; a missing or unreadable file is a one-line error naming flag."""
     from PIL import Image
 
     p = Path(path)
@@ -41,6 +45,17 @@ def load_image(path: str, size: int, flag: str = "--init") -> torch.Tensor:
     except Exception:
         raise DreamlmcError(f"{flag} {path}: not a readable image")
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def load_image_folder(folder: str, size: int, flag: str = "--images") -> torch.Tensor:
+    """Every image in a folder (sorted by name) -> (N, 3, size, size) in [0, 1]."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise DreamlmcError(f"{flag} {folder} is not a folder")
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DreamlmcError(f"{flag} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return torch.cat([load_image(str(f), size, flag) for f in files])
 
 
 def optimise_image(guidance, prompt: str, init: torch.Tensor, steps: int, lr: float, l2: float,

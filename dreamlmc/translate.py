@@ -23,9 +23,6 @@ import torch.nn as nn
 
 from dreamlmc.errors import DreamlmcError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
 @dataclass
 class TranslateConfig:
     prompt: str
@@ -67,25 +64,6 @@ class TranslationNet(nn.Module):
         return torch.sigmoid(torch.logit(x.clamp(1e-3, 1 - 1e-3)) + delta)
 
 
-def load_folder(folder: str, size: int) -> torch.Tensor:
-    from PIL import Image
-
-    p = Path(folder)
-    if not p.is_dir():
-        raise DreamlmcError(f"--images {folder} is not a folder")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DreamlmcError(f"--images {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    out = []
-    for f in files:
-        try:
-            im = Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC)
-        except Exception:
-            raise DreamlmcError(f"{f}: not a readable image")
-        out.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
-    return torch.stack(out)
-
-
 def world_sources(prompts: Sequence[str], per_prompt: int, size: int, seed: int) -> torch.Tensor:
     """Ground-truth renders of built-in world prompts from random training cameras -> (N, 3, size, size)."""
     from dreamlmc.cameras import CameraConfig, CameraSampler
@@ -115,6 +93,7 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
 
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
+    from dreamlmc.image import load_image_folder
     from dreamlmc.io import atomic_write, atomic_write_text
 
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.per_source < 1:
@@ -132,7 +111,7 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
     backend = load_backend(cfg.model, device=cfg.device)
     size = backend.image_resolution
     torch.manual_seed(cfg.seed)
-    data = (load_folder(cfg.images, size) if cfg.images
+    data = (load_image_folder(cfg.images, size) if cfg.images
             else world_sources(cfg.source_prompts, cfg.per_source, size, cfg.seed)).to(backend.device)
     gcfg = GuidanceConfig(kind=cfg.guidance, fixed_eps=cfg.fixed_eps, eps_seed=cfg.seed)
     if cfg.guidance_scale is not None:

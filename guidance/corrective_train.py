@@ -49,22 +49,12 @@ def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: i
 
 
 def folder_pool(backend: DiffusionBackend, folder: Path) -> Dict:
-    from PIL import Image
+    from dreamlmc.image import load_image_folder
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-    if not files:
-        raise DreamlmcError(f"--images {folder}: no .png/.jpg/.webp images found")
-    R = backend.image_resolution
-    xs = []
-    for f in files:
-        try:
-            im = Image.open(f).convert("RGB").resize((R, R), Image.BICUBIC)
-        except Exception:
-            raise DreamlmcError(f"--images: {f} is not a readable image")
-        t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-        with torch.no_grad():
-            xs.append(backend.encode_images(t.to(backend.device)).float().cpu())
-    return {"x": torch.cat(xs), "prompts": [""] * len(xs)}
+    imgs = load_image_folder(str(folder), backend.image_resolution)
+    with torch.no_grad():
+        xs = [backend.encode_images(imgs[i:i + 16].to(backend.device)).float().cpu() for i in range(0, len(imgs), 16)]
+    return {"x": torch.cat(xs), "prompts": [""] * len(imgs)}
 
 
 def _betas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
