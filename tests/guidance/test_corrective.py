@@ -50,3 +50,21 @@ def test_diagnostic_figure(tiny_if, tmp_path):
                                 ts=(0.2, 0.8))
     assert set(spectra) == {"0.2", "0.8"} and set(spectra["0.2"]) == {"x", "x_hat", "k_psi"}
     assert Image.open(tmp_path / "f.png").size[0] > 0
+
+
+def test_training_from_a_folder_of_images(tiny_if, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    card = train_corrective(tiny_if, tmp_path / "k.safetensors", images=folder, steps=2, batch_size=2,
+                            progress=False)
+    assert card["source"] == str(folder) and card["steps"] == 2
+    (folder / "bad.png").write_bytes(b"no png")
+    with pytest.raises(DreamlmcError, match="bad.png: not a readable image"):
+        train_corrective(tiny_if, tmp_path / "k2.safetensors", images=folder, steps=2, progress=False)
