@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     if args.figure:
         from dreamlmc.trainer import save_png
 
-        save_png(torch.cat(figure_rows, -2), Path(args.figure))
+        fig = torch.cat(figure_rows, -2)
+        save_png(torch.nn.functional.interpolate(fig[None], scale_factor=3, mode="nearest")[0], Path(args.figure))
     return 0
 
 
