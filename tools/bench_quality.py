@@ -29,6 +29,7 @@ sys.path.append(__file__.rsplit("/tools/", 1)[0])
 DEFAULT_PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
                    "an orange pyramid", "a white cube", "a black sphere"]
 QUICK_PROMPTS = ["a red cube", "a blue sphere", "a yellow cone"]
+CHROMATIC_SATURATION = 0.2  # ground-truth saturation above which a saturation ratio is reported
 
 
 def run_name(job: Dict) -> str:
@@ -92,9 +93,11 @@ def evaluate(run: Path, prompt: str) -> Dict:
     sh = ShadingConfig()
     gt = render_shapes([shape] * 8, torch.tensor([world.COLOURS[colour]] * 8), cams, ambient=sh.ambient,
                        diffuse=sh.diffuse)
-    return {"iou": iou, "yaw": yaw, "chamfer": cd, "delta_e": de,
-            "saturation_ratio": metrics.saturation(views["rgb"], views["opacity"]) /
-            max(1e-6, metrics.saturation(gt["rgb"], gt["mask"])),
+    sat, sat_gt = metrics.saturation(views["rgb"], views["opacity"]), metrics.saturation(gt["rgb"], gt["mask"])
+    # A ratio is meaningless for white and black objects (ground-truth saturation ~0): those get the difference only.
+    return {"iou": iou, "yaw": yaw, "chamfer": cd, "delta_e": de, "saturation": sat, "saturation_gt": sat_gt,
+            "saturation_delta": sat - sat_gt,
+            "saturation_ratio": sat / sat_gt if sat_gt >= CHROMATIC_SATURATION else None,
             "sharpness_ratio": metrics.sharpness(views["rgb"]) / max(1e-9, metrics.sharpness(gt["rgb"]))}
 
 
@@ -152,12 +155,12 @@ def main(argv=None) -> int:
     for j in jobs:
         per_run[run_name(j)] = dict(j, **evaluate(args.workdir / run_name(j), j["prompt"]))
     rows = []
-    keys = ["iou", "chamfer", "delta_e", "saturation_ratio", "sharpness_ratio"]
+    keys = ["iou", "chamfer", "delta_e", "saturation_delta", "saturation_ratio", "sharpness_ratio"]
     for k in args.kinds:
         for s in scales:
             sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
             rows.append(dict({"method": k, "scale": s, "runs": len(sel)},
-                             **{m: float(np.mean([r[m] for r in sel])) for m in keys}))
+                             **{m: float(np.mean([r[m] for r in sel if r[m] is not None])) for m in keys}))
     div = {}
     for name, group in (("fixed_eps_seeds", div_fixed), ("fresh_eps_run_seeds", div_fresh)):
         renders, pts = [], []
