@@ -119,13 +119,14 @@ def main(argv=None) -> int:
                      "samples": len(prompts), "s_per_prompt": secs / len(pairs),
                      "ms_per_sample": 1000 * secs / len(prompts)})
         print(table(rows[-1:], list(rows[-1])))
-    # Latency of one user-facing call (`dreamlmc sample --count 4`) for the record.
+    # Latency of one user-facing call (`dreamlmc sample --count 4 --steps <steps>`) for the record.
     t0 = time.time()
     sample(be.net, [prompts[0]] * 4, 7.5, args.steps, generator=torch.Generator().manual_seed(0))
     latency = time.time() - t0
     info = machine()
     print(f"\nmachine: {info}; prior card steps: {be.prior_card.get('steps')}; DDIM steps {args.steps}; "
-          f"{args.per_prompt} samples x {len(pairs)} prompts per guidance scale; `dreamlmc sample --count 4`: "
+          f"{args.per_prompt} samples x {len(pairs)} prompts per guidance scale; `dreamlmc sample --count 4 "
+          f"--steps {args.steps}`: "
           f"{latency:.1f} s")
     print(table(rows, ["guidance", "shape_acc", "colour_acc", "samples", "s_per_prompt", "ms_per_sample"]))
     path = write_json("prior", {"machine": info, "rows": rows, "per_prompt": per_prompt,
