@@ -13,7 +13,7 @@ cameras. Noise is fresh at every step by default (one ε for a whole data set wo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
