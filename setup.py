@@ -10,7 +10,7 @@ setup(
               "dreamlmc.assets"],
     package_dir={"dreamlmc": "dreamlmc", "dreamlmc.renderers": "renderers", "dreamlmc.guidance": "guidance",
                  "dreamlmc.guidance.backends": "guidance/backends"},
-    package_data={"dreamlmc.assets": ["*.safetensors", "*.json"]},
+    package_data={"dreamlmc.assets": ["*.safetensors", "*.json"], "dreamlmc.renderers": ["csrc/*.cpp"]},
     include_package_data=True,
     # torch is installed first and pinned by the README/CI command (pip install torch==2.13.0) so that pip keeps
     # the CPU build; a range here lets that build satisfy it.
@@ -32,6 +32,7 @@ setup(
         "pyyaml>=6.0",
         "xatlas==0.0.11",
         "fast-simplification==0.2.0",
+        "ninja==1.13.2",  # builds the fused CPU kernels at first use (torch.utils.cpp_extension)
     ],
     extras_require={"test": ["pytest>=8"], "cuda": ["nerfacc"]},
     entry_points={"console_scripts": ["dreamlmc=dreamlmc.cli:main"]},

@@ -73,13 +73,15 @@ def _yaml_str(s: str) -> str:
     return json.dumps(s)  # JSON strings are valid YAML scalars
 
 
-def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print) -> Path:
+def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None) -> Path:
+    """Train (or resume) into the run folder, then write its outputs and DONE. trainer_cls: a Trainer subclass
+    (the quality benchmark's photometric ceiling); default Trainer."""
     from dreamlmc.config import dump_yaml
     from dreamlmc.io import atomic_write_text
     from dreamlmc.trainer import Trainer
 
     t0 = time.time()
-    trainer = Trainer(cfg, out, progress=not quiet, log=log)
+    trainer = (trainer_cls or Trainer)(cfg, out, progress=not quiet, log=log)
     if resume:
         trainer.load_checkpoint()
     else:

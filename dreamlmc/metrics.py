@@ -71,8 +71,19 @@ def mesh_inside_fn(mesh) -> Callable[[torch.Tensor], np.ndarray]:
     return fn
 
 
-def surface_points_of_shape(shape: str, n: int, yaw: float = 0.0, seed: int = 0) -> np.ndarray:
-    """Points on the analytic surface (marching cubes of the SDF at 128^3, then area-uniform samples)."""
+def sdf_normals(shape: str, points: np.ndarray, yaw: float = 0.0, eps: float = 1e-3) -> np.ndarray:
+    """Unit outward normals (N, 3) of the analytic shape rotated by `yaw` about +Y, at points (N, 3) on or near its
+    surface (central differences of the exact SDF)."""
+    p = rotate_y(torch.from_numpy(np.asarray(points, np.float32)), -yaw)
+    offs = torch.eye(3) * eps
+    g = torch.stack([world.sdf(shape, p + offs[k]) - world.sdf(shape, p - offs[k]) for k in range(3)], -1)
+    g = rotate_y(torch.nn.functional.normalize(g, dim=-1), yaw)
+    return g.numpy()
+
+
+def surface_points_of_shape(shape: str, n: int, yaw: float = 0.0, seed: int = 0, normals: bool = False):
+    """Points on the analytic surface (marching cubes of the SDF at 128^3, then area-uniform samples), rotated by
+    `yaw` about +Y; with normals=True also their exact unit normals -> (points, normals)."""
     import trimesh
     from skimage.measure import marching_cubes
 
@@ -83,7 +94,38 @@ def surface_points_of_shape(shape: str, n: int, yaw: float = 0.0, seed: int = 0)
     v, f, _, _ = marching_cubes(sdf, 0.0)
     v = v * (2 / r) - 1 + 1 / r
     pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(v, f), n, seed=seed)
-    return rotate_y(torch.from_numpy(np.asarray(pts, np.float32)), yaw).numpy()
+    pts = rotate_y(torch.from_numpy(np.asarray(pts, np.float32)), yaw).numpy()
+    return (pts, sdf_normals(shape, pts, yaw)) if normals else pts
+
+
+def normal_consistency(pred_points: np.ndarray, pred_normals: np.ndarray, gt_points: np.ndarray,
+                       gt_normals: np.ndarray) -> float:
+    """Mean |cos| between each predicted surface point's normal and the ground-truth normal at its nearest
+    ground-truth point (1 = every facet parallel to the true surface; ~0.5 for random orientations)."""
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(gt_points).query(pred_points)
+    cos = np.abs((np.asarray(pred_normals) * np.asarray(gt_normals)[idx]).sum(-1))
+    return float(cos.mean())
+
+
+def nearest_shape(inside_fn: Callable[[torch.Tensor], np.ndarray], n: int = 40_000, yaw_step: float = 5.0,
+                  seed: int = 0) -> Tuple[str, Dict[str, float]]:
+    """Which world shape an occupancy is nearest to: IoU against every shape (best over yaw) -> (name, scores)."""
+    scores = {s: best_yaw_iou(inside_fn, s, n=n, yaw_step=yaw_step, seed=seed)[0] for s in world.SHAPES}
+    return max(scores, key=scores.get), scores
+
+
+def has_hole(inside_fn: Callable[[torch.Tensor], np.ndarray], radius: float = 0.12, n: int = 4000,
+             seed: int = 0) -> bool:
+    """Whether the vertical column |(x, z)| < radius through the centre is (at least 95 %) empty: a torus seen from
+    above shows its hole; a disc or a blob does not."""
+    g = torch.Generator().manual_seed(seed)
+    r = radius * torch.sqrt(torch.rand(n, generator=g))
+    a = 2 * np.pi * torch.rand(n, generator=g)
+    y = torch.rand(n, generator=g) * 2 - 1
+    pts = torch.stack([r * torch.cos(a), y, r * torch.sin(a)], -1)
+    return float(np.mean(inside_fn(pts))) < 0.05
 
 
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:

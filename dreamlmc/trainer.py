@@ -196,19 +196,28 @@ class Trainer:
             return [self.cfg.prompt] * len(views)
         return [f"{self.cfg.prompt}, {v} view" for v in views]
 
+    def objective(self, out: Dict[str, torch.Tensor], cams, mode: str) -> Dict[str, torch.Tensor]:
+        """The term that shapes the asset: score distillation of the renders. -> dict with "loss" (its gradient
+        w.r.t. the images is the guidance's) and diagnostics. A photometric fit (the quality benchmark's ceiling)
+        overrides this."""
+        self.guidance.set_progress(self.step / max(1, self.cfg.steps))
+        return self.guidance(out["rgb"], self.prompts_for(cams.views))
+
     def train_step(self) -> Dict[str, float]:
         cfg = self.cfg
         t0 = time.perf_counter()
         self.renderer.train()
+        self.renderer.set_progress(self.step / max(1, cfg.steps))
         self.renderer.update_occupancy(self.step, self.generator)
         cams = self.sampler.sample(cfg.batch_size).to(self.device)
         mode = choose_mode(self.step, cfg.renderer.shading, self.generator)
         out = self.renderer(cams, mode, self.generator)
-        self.guidance.set_progress(self.step / max(1, cfg.steps))
-        g = self.guidance(out["rgb"], self.prompts_for(cams.views))
+        g = self.objective(out, cams, mode)
         loss = g["loss"] + cfg.renderer.orientation_weight * out["orientation"]
         if cfg.renderer.sparsity_weight > 0:
             loss = loss + cfg.renderer.sparsity_weight * out["sparsity"]
+        if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
+            loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
@@ -227,11 +236,11 @@ class Trainer:
         self.step += 1
         loss = loss.detach()
         g = {k: v.detach() for k, v in g.items()}
-        rec = {"step": self.step, "loss": float(loss) if finite else None, "loss_cond": float(g["loss_cond"]),
-               "t": float(g["t"]), "grad_norm": float(g["grad_norm"]), "grad_norm_cond": float(g["grad_norm_cond"]),
-               "grad_norm_second": float(g["grad_norm_second"]), "orientation": float(out["orientation"].detach()),
-               "opacity": float(out["opacity"].detach().mean()), "mode": mode, "points": int(out["points"]),
+        rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
+               "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
+               "eikonal": float(out["eikonal"].detach()),
                "skipped": not finite, "seconds": time.perf_counter() - t0}
+        rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
         return rec
 
     def _on_signal(self, signum, frame):
@@ -255,7 +264,7 @@ class Trainer:
                     mf.flush()
                     bar.update(1)
                     bar.set_postfix(loss=f"{rec['loss']:.3g}" if rec["loss"] is not None else "nan",
-                                    t=f"{rec['t']:.2f}", refresh=False)
+                                    t=f"{rec['t']:.2f}" if "t" in rec else "-", refresh=False)
                     if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                         self.save_checkpoint()
                     if self._stop_signal is not None:
@@ -276,6 +285,7 @@ class Trainer:
     @torch.no_grad()
     def render_views(self, n: int, resolution: int, elevation: Optional[float] = None) -> Dict[str, torch.Tensor]:
         self.renderer.eval()
+        self.renderer.set_progress(self.step / max(1, self.cfg.steps))  # the field's schedules as trained
         cams = orbit_cameras(self.cfg.camera, n, resolution, resolution, elevation=elevation).to(self.device)
         out = self.renderer(cams, ("lambertian", "textureless"), perturb=False, chunk=1)
         return {"rgb": out["rgb"].cpu(), "textureless": out["rgb_textureless"].cpu(), "normal": out["normal"].cpu(),
@@ -297,16 +307,27 @@ class Trainer:
         frames = [(f.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for f in frames]
         return write_video(frames, self.run_dir / "turntable.mp4", cfg.turntable_fps)
 
-    def export_mesh(self, path: Path, ecfg: ExportConfig, threshold=None) -> Path:
+    def surface(self):
+        """(fn, level): the scalar field (points (N, 3) -> (N,)) whose super-level set at `level` is the asset's
+        solid; level "auto" lets the exporter match the renders' silhouettes (density fields)."""
         field_ = self.renderer.field.eval()
+        if field_.is_sdf:
+            return (lambda p: -field_.sdf(p.to(self.device))), 0.0
 
         def density(p):
             return field_.density(p.to(self.device))
 
+        return density, self.cfg.export.threshold
+
+    def export_mesh(self, path: Path, ecfg: ExportConfig, threshold=None) -> Path:
+        field_ = self.renderer.field.eval()
+        fn, level = self.surface()
+
         def albedo(p):
             return field_(p.to(self.device))[1]
 
-        mesh = extract_mesh(density, albedo, bound=self.cfg.renderer.field.bound, cfg=ecfg, threshold=threshold)
+        mesh = extract_mesh(fn, albedo, bound=self.cfg.renderer.field.bound, cfg=ecfg,
+                            threshold=level if threshold is None else threshold)
         write_mesh(mesh, path, ecfg.format)
         return path
 

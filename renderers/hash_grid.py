@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import List
+from typing import List, Literal
 
 import torch
 import torch.nn as nn
@@ -33,6 +33,9 @@ class HashGridConfig:
     base_resolution: int = 8
     growth_factor: float = 1.41
     init_scale: float = 1e-4
+    # "auto": the fused C++ kernel on the CPU where it builds (renderers/cpu_kernels.py), tiny-cuda-nn on CUDA where
+    # importable, else pure PyTorch; "torch": always the pure-PyTorch path (the reference the others are tested against)
+    implementation: Literal["auto", "torch"] = "auto"
 
 
 def level_layout(cfg: HashGridConfig):
@@ -93,9 +96,22 @@ class HashEncoding(nn.Module):
         return idx % rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and self._use_tcnn():
-            return self._tcnn(x).float()
+        if self.cfg.implementation == "auto":
+            if x.is_cuda and self._use_tcnn():
+                return self._tcnn(x).float()
+            if not x.is_cuda and x.dtype == torch.float32 and self.levels[0].dtype == torch.float32:
+                from dreamlmc.renderers.cpu_kernels import hash_kernel
+
+                kernel = hash_kernel()
+                if kernel is not None:
+                    return self.encode_fused(x, kernel)
         return self.encode(x)
+
+    def encode_fused(self, x: torch.Tensor, kernel) -> torch.Tensor:
+        """The fused C++ path (CPU, float32): one pass over points for all levels; gradients to the tables."""
+        meta = ([float(s) for s, _, _, _ in self.layout], [r for _, r, _, _ in self.layout],
+                [d for _, _, _, d in self.layout], [n for _, _, n, _ in self.layout], self.cfg.features_per_level)
+        return _FusedEncode.apply(kernel, meta, x.contiguous(), *self.levels)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The fast pure-PyTorch path."""
@@ -181,6 +197,23 @@ class HashEncoding(nn.Module):
                 return False
             self._tcnn = make_tcnn_encoding(self.cfg, self.flat_table().detach()).to(self.levels[0].device)
         return True
+
+
+class _FusedEncode(torch.autograd.Function):
+    """Autograd wrapper of the fused kernel: forward (N, L*F); backward gives each level's table its gradient."""
+
+    @staticmethod
+    def forward(ctx, kernel, meta, x, *tables):
+        ctx.kernel, ctx.meta = kernel, meta
+        tables = [t.contiguous() for t in tables]
+        ctx.save_for_backward(x, *tables)
+        return kernel.forward(x, tables, *meta)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, *tables = ctx.saved_tensors
+        grads = ctx.kernel.backward(grad_out, x, tables, *ctx.meta)
+        return (None, None, None) + tuple(grads)
 
 
 class _WeightedGather(torch.autograd.Function):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dreamlmc.renderers.field import FieldConfig, NeRFField
+from dreamlmc.renderers.field import FieldConfig, NeRFField, eikonal
 from dreamlmc.renderers.raymarch import (OccupancyConfig, OccupancyGrid, accumulate, composite_weights,
                                          ray_sphere_near_far, stratified_samples)
 from dreamlmc.renderers.shading import ShadingConfig, shade
@@ -32,6 +32,10 @@ class RendererConfig:
     orientation_weight: float = 0.01
     sparsity_weight: float = 0.0
     sparsity_eps: float = 0.01
+    # sdf geometry: weight of the eikonal term (|grad sdf| = 1) at the shaded samples and at eikonal_points random
+    # points of the box per training render (keeps the sdf a distance away from the surface too)
+    eikonal_weight: float = 0.1
+    eikonal_points: int = 1024
 
 
 class Renderer(nn.Module):
@@ -41,6 +45,10 @@ class Renderer(nn.Module):
         self.field = NeRFField(cfg.field)
         step = 2.0 * cfg.field.bound / cfg.num_samples  # longest chord / samples
         self.occupancy = OccupancyGrid(cfg.occupancy, cfg.field.bound, step)
+
+    def set_progress(self, fraction: float) -> None:
+        """Training progress in [0, 1] (schedules of the field, e.g. the sdf geometry's β)."""
+        self.field.set_progress(fraction)
 
     @torch.no_grad()
     def update_occupancy(self, step: int, generator: Optional[torch.Generator] = None, force: bool = False) -> bool:
@@ -68,7 +76,12 @@ class Renderer(nn.Module):
             return x.reshape(B, H, W, -1).permute(0, 3, 1, 2)
 
         result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]),
-                  "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"]}
+                  "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"],
+                  "eikonal": out["eikonal"]}
+        if self.field.is_sdf and self.training and self.cfg.eikonal_points > 0:
+            b = self.cfg.field.bound
+            pts = (torch.rand(self.cfg.eikonal_points, 3, generator=generator) * 2 - 1).to(rays_o) * b
+            result["eikonal"] = 0.5 * (result["eikonal"] + eikonal(self.field.geometry_gradient(pts)))
         for k in [k for k in out if k.startswith("rgb")]:
             result[k] = img(out[k] + (1.0 - out["opacity"]) * bg)
         if "normal" in out:
@@ -97,12 +110,18 @@ class Renderer(nn.Module):
         modes = (mode,) if isinstance(mode, str) else tuple(mode)
         need_normals = modes != ("albedo",) or (cfg.orientation_weight > 0 and self.training)
         orientation = torch.zeros((), device=pts.device)
+        eik = torch.zeros((), device=pts.device)
         out = {}
         if need_normals:
             nsel = (weights.detach() > cfg.normal_weight_threshold).nonzero(as_tuple=True)
             normals = torch.zeros(R, S, 3, device=pts.device, dtype=pts.dtype)
             if nsel[0].numel() > 0:
-                normals = normals.index_put(nsel, self.field.normals(pts[nsel]))
+                if self.field.is_sdf:
+                    n_sel, grad_sel = self.field.normals_and_gradient(pts[nsel])
+                    eik = eikonal(grad_sel)
+                else:
+                    n_sel = self.field.normals(pts[nsel])
+                normals = normals.index_put(nsel, n_sel)
             # DreamFusion's orientation loss: normals facing away from the camera, weighted by (detached) weights
             facing = (normals * rays_d[:, None, :]).sum(-1).clamp(min=0)
             orientation = (weights.detach() * facing ** 2).sum(-1).mean()
@@ -114,7 +133,7 @@ class Renderer(nn.Module):
         out["rgb"] = accumulate(weights, colours[0])
         for m, c in zip(modes[1:], colours[1:]):
             out["rgb_" + m] = accumulate(weights, c)
-        out.update(opacity=opacity, depth=depth, orientation=orientation,
+        out.update(opacity=opacity, depth=depth, orientation=orientation, eikonal=eik,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
                    points=torch.tensor(float(n_points)))
         return out

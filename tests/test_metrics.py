@@ -60,3 +60,34 @@ def test_solid_inside_fills_a_hollow_shell():
     assert iou > 0.85
     hollow = lambda p: ((world.sdf("sphere", p) < 0) & (world.sdf("sphere", p) > -0.08)).numpy()
     assert metrics.best_yaw_iou(hollow, "sphere", n=20000, yaw_step=90)[0] < 0.5
+
+
+def test_normal_consistency_is_one_on_the_true_surface_and_lower_for_another_shape():
+    pts, nrm = metrics.surface_points_of_shape("cube", 3000, normals=True)
+    assert metrics.normal_consistency(pts, nrm, pts, nrm) > 0.999
+    # a cylinder's normals against a cube's: the side walls are curved, the caps agree
+    cyl, cyl_n = metrics.surface_points_of_shape("cylinder", 3000, normals=True)
+    assert metrics.normal_consistency(cyl, cyl_n, pts, nrm) < 0.93
+    # random orientations average |cos| = 0.5
+    rnd = np.random.default_rng(0).normal(size=nrm.shape)
+    rnd /= np.linalg.norm(rnd, axis=-1, keepdims=True)
+    assert abs(metrics.normal_consistency(pts, rnd, pts, nrm) - 0.5) < 0.05
+
+
+def test_sdf_normals_follow_the_yaw():
+    pts = np.array([[0.5, 0.0, 0.0]], np.float32)
+    n0 = metrics.sdf_normals("cube", pts)
+    assert np.allclose(n0, [[1.0, 0.0, 0.0]], atol=1e-3)
+    rotated_pts = metrics.rotate_y(torch.from_numpy(pts), 30.0).numpy()
+    n30 = metrics.sdf_normals("cube", rotated_pts, yaw=30.0)
+    assert np.allclose(n30, metrics.rotate_y(torch.from_numpy(n0), 30.0).numpy(), atol=1e-3)
+
+
+def test_nearest_shape_and_hole():
+    for shape in ("cube", "torus", "cone"):
+        inside = lambda p, s=shape: (world.sdf(s, metrics.rotate_y(p, -20.0)) < 0).numpy()
+        name, scores = metrics.nearest_shape(inside, n=20000, yaw_step=10)
+        assert name == shape and scores[shape] > 0.95
+    torus = lambda p: (world.sdf("torus", p) < 0).numpy()
+    disc = lambda p: (world.sdf("cylinder", p / torch.tensor([1.5, 0.36, 1.5])) < 0).numpy()
+    assert metrics.has_hole(torus) and not metrics.has_hole(disc)

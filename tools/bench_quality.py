@@ -1,26 +1,33 @@
-"""3D quality against ground truth on the built-in world: SDS vs LMC-SDS across guidance scales, and fixed-ε
-diversity. Every run is a real `dreamlmc train` (same preset, same steps); metrics come from dreamlmc.metrics.
+"""3D quality against ground truth on the built-in world: guidance methods across scales and seeds, the ceiling of
+the pipeline (a photometric fit), and fixed-ε diversity. Every guided run is a real `dreamlmc train` (same preset,
+same steps); metrics come from dreamlmc.metrics.
 
-    python tools/bench_quality.py --quick            # ~15 min on the 2-core CPU
-    python tools/bench_quality.py                     # the full default sweep (hours; resumable, parallel)
+    python tools/bench_quality.py --quick                        # 3 prompts, 1 seed, LMC-SDS s = 20
+    python tools/bench_quality.py --kinds lmc-sds sds --scales 20 7.5 --seeds 0 1 2   # the issue's table
+    python tools/bench_quality.py --ceiling --seeds 0 1 2        # fit the same field to ground-truth renders
 
-Per run: volumetric IoU with the analytic shape (best over yaw; the solid is the field's density above the exported
-mesh's iso-level with enclosed cavities filled, since score distillation leaves interiors unconstrained) and
-symmetric Chamfer distance; ΔE (CIELAB) of the mesh's vertex colours against the prompt's albedo;
-saturation and sharpness (Laplacian variance) of 8 rendered views relative to ground-truth renders of the same
-cameras. Diversity: for one prompt, 4 fixed-ε seeds vs 4 run seeds with fresh noise, mean pairwise render
-difference and Chamfer distance. Writes results.json, results.md and grid.png to --out.
+Per run: volumetric IoU with the analytic shape (best over yaw; the solid is the asset's field above the exported
+mesh's iso-level with enclosed cavities filled) and the shape it is nearest to (IoU against all six world shapes);
+symmetric Chamfer distance and normal consistency (mean |cos| between the mesh's normals and the true normals at the
+nearest true surface points) of the exported mesh; for tori, whether the hole is open; ΔE (CIELAB) of the mesh's
+vertex colours against the prompt's albedo; saturation and sharpness of 8 rendered views relative to ground-truth
+renders of the same cameras; seconds of training. Rows average over prompts and seeds; the spread (±) is the
+standard error over seeds of the per-seed mean. Writes results.json, results.md and grid.png to --out.
+
+Runs are cached in --workdir under a name that includes the method, scale, seed, ε and a hash of the extra
+overrides, so a run is reused only for the same settings and the same prior weights.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -28,33 +35,93 @@ sys.path.append(__file__.rsplit("/tools/", 1)[0])
 
 DEFAULT_PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
                    "an orange pyramid", "a white cube", "a black sphere"]
-QUICK_PROMPTS = ["a red cube", "a blue sphere", "a yellow cone"]
+QUICK_PROMPTS = ["a red cube", "a purple torus", "a yellow cone"]
 CHROMATIC_SATURATION = 0.2  # ground-truth saturation above which a saturation ratio is reported
+METRICS = ["iou", "shape_correct", "chamfer", "normal_consistency", "delta_e", "saturation_ratio",
+           "sharpness_ratio", "seconds"]
+
+
+def overrides_tag(overrides: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8] if overrides else "default"
 
 
 def run_name(job: Dict) -> str:
     p = job["prompt"].replace(" ", "-")
+    if job["kind"] == "ceiling":
+        return f"{p}__ceiling__seed{job['seed']}__{overrides_tag(job['overrides'])}"
     eps = f"eps{job['eps_seed']}" if job["fixed_eps"] else "fresh"
-    return f"{p}__{job['kind']}__s{job['scale']:g}__seed{job['seed']}__{eps}"
+    return f"{p}__{job['kind']}__s{job['scale']:g}__seed{job['seed']}__{eps}__{overrides_tag(job['overrides'])}"
 
+
+# ------------------------------------------------------------------------------------------------ the ceiling
+
+def ceiling_trainer_cls():
+    """A Trainer whose objective is a photometric loss against ground-truth renders of the prompt's shape from the
+    very cameras, light and shading mode of each step: what the field, renderer and exporter can reach when the
+    supervision is perfect. The gap to 1.0 is theirs; the gap between this and a guided run is the guidance's."""
+    import torch
+
+    from dreamlmc import world
+    from dreamlmc.trainer import Trainer
+    from dreamlmc.world_render import render_shapes
+
+    class CeilingTrainer(Trainer):
+        def objective(self, out, cams, mode):
+            parts = world.parse_prompt(self.cfg.prompt)
+            B = cams.rays_o.shape[0]
+            sh = self.cfg.renderer.shading
+            if mode == "textureless":
+                albedo, gt_mode = torch.full((B, 3), sh.textureless_albedo), "lambertian"
+            else:
+                albedo, gt_mode = torch.tensor([world.COLOURS[parts["colour"]]] * B), mode
+            target = render_shapes([parts["shape"]] * B, albedo, cams.to("cpu"), ambient=sh.ambient,
+                                   diffuse=sh.diffuse, mode=gt_mode, background=self.ceiling_background(out))
+            loss = ((out["rgb"] - target["rgb"].to(out["rgb"])) ** 2).sum() / B
+            return {"loss": loss, "photometric": loss.detach()}
+
+        def ceiling_background(self, out):
+            return (1.0, 1.0, 1.0)
+
+    return CeilingTrainer
+
+
+# ------------------------------------------------------------------------------------------------ running
 
 def train_job(args) -> str:
-    job, workdir, steps, extra = args
+    job, workdir, steps = args
     import torch
 
     torch.set_num_threads(1)
-    from dreamlmc.cli import main as cli
-
     out = Path(workdir) / run_name(job)
     if (out / "DONE").exists():
         return str(out)
+    if job["kind"] == "ceiling":
+        from dreamlmc.cli import prepare_run_dir, run_training
+        from dreamlmc.trainer import resolve_config
+
+        cfg = resolve_config([], [f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={steps}"]
+                             + list(job["overrides"]))
+        prepare_run_dir(out, force=True)
+        run_training(cfg, out, quiet=True, trainer_cls=ceiling_trainer_cls())
+        return str(out)
+    from dreamlmc.cli import main as cli
+
     argv = ["train", "--prompt", job["prompt"], "--out", str(out), "--guidance", job["kind"], "--guidance-scale",
-            str(job["scale"]), "--seed", str(job["seed"]), "--quiet", "--force", f"steps={steps}"] + list(extra)
+            str(job["scale"]), "--seed", str(job["seed"]), "--quiet", "--force", f"steps={steps}"]
     argv += ["--fixed-eps", "--eps-seed", str(job["eps_seed"])] if job["fixed_eps"] else ["--no-fixed-eps"]
-    code = cli(argv)
+    code = cli(argv + list(job["overrides"]))
     if code != 0:
         raise RuntimeError(f"run {out} failed with exit code {code}")
     return str(out)
+
+
+def load_trainer(run: Path):
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import Trainer, resolve_config
+
+    tr = Trainer(resolve_config([load_yaml(run / "config.yaml")], []), run, progress=False)
+    tr.load_checkpoint()
+    return tr
 
 
 def evaluate(run: Path, prompt: str) -> Dict:
@@ -63,42 +130,49 @@ def evaluate(run: Path, prompt: str) -> Dict:
 
     from dreamlmc import metrics, world
     from dreamlmc.cameras import orbit_cameras
-    from dreamlmc.config import load_yaml
     from dreamlmc.export import auto_threshold, density_grid
-    from dreamlmc.trainer import Trainer, resolve_config
+    from dreamlmc.renderers.shading import ShadingConfig
     from dreamlmc.world_render import render_shapes
 
     parts = world.parse_prompt(prompt)
     shape, colour = parts["shape"], parts["colour"]
-    cfg = resolve_config([load_yaml(run / "config.yaml")], [])
-    tr = Trainer(cfg, run, progress=False)
-    tr.load_checkpoint()
+    tr = load_trainer(run)
+    cfg = tr.cfg
     tr.export_mesh(run / "model.glb", cfg.export)  # with this version's exporter, whatever made the run
-    field = tr.renderer.field.eval()
+    bound = cfg.renderer.field.bound
+    fn, level = tr.surface()
     with torch.no_grad():
-        grid = density_grid(field.density, cfg.export.resolution, cfg.renderer.field.bound)
-        level = auto_threshold(grid, 2 * cfg.renderer.field.bound / cfg.export.resolution)
-
-        iou, yaw = metrics.best_yaw_iou(metrics.solid_inside_fn(grid, level, cfg.renderer.field.bound), shape,
-                                        n=60_000, yaw_step=5.0)
+        grid = density_grid(fn, cfg.export.resolution, bound)
+    if level == "auto":
+        level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
+    inside = metrics.solid_inside_fn(grid, float(level), bound)
+    nearest, scores = metrics.nearest_shape(inside, n=40_000, yaw_step=5.0)
+    iou, yaw = metrics.best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
     mesh = trimesh.load(run / "model.glb", force="mesh")
-    pred_pts, _ = trimesh.sample.sample_surface(mesh, 5000, seed=0)
-    cd = metrics.chamfer(np.asarray(pred_pts, np.float32), metrics.surface_points_of_shape(shape, 5000, yaw))
+    pred_pts, faces = trimesh.sample.sample_surface(mesh, 5000, seed=0)
+    pred_pts = np.asarray(pred_pts, np.float32)
+    gt_pts, gt_n = metrics.surface_points_of_shape(shape, 5000, yaw, normals=True)
+    cd = metrics.chamfer(pred_pts, gt_pts)
+    nc = metrics.normal_consistency(pred_pts, np.asarray(mesh.face_normals)[faces], gt_pts, gt_n)
     vcols = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
     de = float(metrics.delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
     views = tr.render_views(8, 64)
     cams = orbit_cameras(cfg.camera, 8, 64, 64)
-    from dreamlmc.renderers.shading import ShadingConfig
-
     sh = ShadingConfig()
     gt = render_shapes([shape] * 8, torch.tensor([world.COLOURS[colour]] * 8), cams, ambient=sh.ambient,
                        diffuse=sh.diffuse)
     sat, sat_gt = metrics.saturation(views["rgb"], views["opacity"]), metrics.saturation(gt["rgb"], gt["mask"])
+    done = (run / "DONE").read_text().split()
+    seconds = float(done[done.index("in") + 1]) if "in" in done else None
+    extent = (np.asarray(mesh.bounds[1] - mesh.bounds[0]) / np.maximum(1e-6, gt_pts.max(0) - gt_pts.min(0)))
     # A ratio is meaningless for white and black objects (ground-truth saturation ~0): those get the difference only.
-    return {"iou": iou, "yaw": yaw, "chamfer": cd, "delta_e": de, "saturation": sat, "saturation_gt": sat_gt,
-            "saturation_delta": sat - sat_gt,
+    return {"iou": iou, "yaw": yaw, "nearest": nearest, "shape_correct": float(nearest == shape),
+            "iou_by_shape": scores, "hole": metrics.has_hole(inside) if shape == "torus" else None,
+            "chamfer": cd, "normal_consistency": nc, "extent_ratio": extent.round(3).tolist(), "delta_e": de,
+            "saturation": sat, "saturation_gt": sat_gt, "saturation_delta": sat - sat_gt,
             "saturation_ratio": sat / sat_gt if sat_gt >= CHROMATIC_SATURATION else None,
-            "sharpness_ratio": metrics.sharpness(views["rgb"]) / max(1e-9, metrics.sharpness(gt["rgb"]))}
+            "sharpness_ratio": metrics.sharpness(views["rgb"]) / max(1e-9, metrics.sharpness(gt["rgb"])),
+            "seconds": seconds}
 
 
 def prior_info() -> Dict:
@@ -108,106 +182,162 @@ def prior_info() -> Dict:
     return {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps")}
 
 
+# ------------------------------------------------------------------------------------------------ tables
+
+def aggregate(runs: List[Dict], seeds: Sequence[int]) -> Dict:
+    """Mean over prompts and seeds of each metric; ± the standard error over seeds of the per-seed means."""
+    row = {"runs": len(runs)}
+    for m in METRICS:
+        per_seed = []
+        for sd in seeds:
+            vals = [r[m] for r in runs if r["seed"] == sd and r.get(m) is not None]
+            if vals:
+                per_seed.append(float(np.mean(vals)))
+        if not per_seed:
+            continue
+        row[m] = float(np.mean(per_seed))
+        row[m + "_se"] = float(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else None
+    row["shape_correct_runs"] = f"{int(sum(r['shape_correct'] for r in runs))}/{len(runs)}"
+    by_prompt = {}
+    for r in runs:
+        by_prompt.setdefault(r["prompt"], []).append(r["iou"])
+    row["min_prompt_iou"] = float(min(np.mean(v) for v in by_prompt.values()))
+    tori = [r["hole"] for r in runs if r.get("hole") is not None]
+    row["torus_holes"] = f"{sum(tori)}/{len(tori)}" if tori else None
+    return row
+
+
+def fmt_pm(row: Dict, m: str, digits: int = 3) -> str:
+    if m not in row:
+        return ""
+    se = row.get(m + "_se")
+    return f"{row[m]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 prompts, 1 seed, LMC-SDS at s = 20 only")
+    ap.add_argument("--ceiling", action="store_true", help="photometric fit to ground truth instead of guidance")
     ap.add_argument("--prompts", nargs="+", default=None)
-    ap.add_argument("--kinds", nargs="+", default=["sds", "lmc-sds"])
-    ap.add_argument("--scales", type=float, nargs="+", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--diversity-seeds", type=int, default=4)
+    ap.add_argument("--kinds", nargs="+", default=["lmc-sds", "sds"])
+    ap.add_argument("--scales", type=float, nargs="+", default=None, help="default 20 (and 7.5 for SDS)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--diversity-seeds", type=int, default=0, help="ε seeds for the diversity table (0: none)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where runs go (default: ~/.cache/dreamlmc/bench_quality/<built-in prior fingerprint>, so "
                          "runs are reused only with the same weights)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks/quality")
+    ap.add_argument("--label", default="", help="a name for this configuration in the tables")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = ap.parse_args(argv)
+    from dreamlmc.trainer import resolve_config
+
     prompts = args.prompts or (QUICK_PROMPTS if args.quick else DEFAULT_PROMPTS)
-    scales = args.scales or ([20.0, 100.0] if args.quick else [7.5, 20.0, 100.0])
-    steps = args.steps or (400 if args.quick else 1000)
-    ndiv = 2 if args.quick and args.diversity_seeds == 4 else args.diversity_seeds
-    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": True, "eps_seed": 0}
-            for p in prompts for k in args.kinds for s in scales for sd in args.seeds]
-    div_prompt, div_scale = prompts[0], 20.0 if 20.0 in scales else scales[0]
-    div_fixed = [{"prompt": div_prompt, "kind": "lmc-sds", "scale": div_scale, "seed": 0, "fixed_eps": True,
-                  "eps_seed": i} for i in range(ndiv)]
-    div_fresh = [{"prompt": div_prompt, "kind": "lmc-sds", "scale": div_scale, "seed": i, "fixed_eps": False,
-                  "eps_seed": 0} for i in range(ndiv)]
-    all_jobs = list({run_name(j): j for j in jobs + div_fixed + div_fresh}.values())
+    seeds = [0] if args.quick else args.seeds
+    steps = args.steps or resolve_config([], list(args.overrides)).steps
+    ov = list(args.overrides)
+    if args.ceiling:
+        methods = [("ceiling", None)]
+    elif args.quick:
+        methods = [("lmc-sds", 20.0)]
+    else:
+        methods = [(k, s) for k in args.kinds for s in (args.scales or ([20.0, 7.5] if k == "sds" else [20.0]))]
+    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": True, "eps_seed": 0, "overrides": ov}
+            for k, s in methods for p in prompts for sd in seeds]
+    div_jobs = {}
+    if args.diversity_seeds and not args.ceiling:
+        k, s = methods[0]
+        div_jobs["fixed_eps_seeds"] = [{"prompt": prompts[0], "kind": k, "scale": s, "seed": 0, "fixed_eps": True,
+                                        "eps_seed": i, "overrides": ov} for i in range(args.diversity_seeds)]
+        div_jobs["fresh_eps_run_seeds"] = [{"prompt": prompts[0], "kind": k, "scale": s, "seed": i,
+                                            "fixed_eps": False, "eps_seed": 0, "overrides": ov}
+                                           for i in range(args.diversity_seeds)]
+    all_jobs = list({run_name(j): j for j in jobs + sum(div_jobs.values(), [])}.values())
     prior = prior_info()
     if args.workdir is None:
         args.workdir = Path.home() / ".cache/dreamlmc/bench_quality" / prior["fingerprint"]
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    t_train = None
     print(f"{len(all_jobs)} runs of {steps} steps with {args.workers} workers -> {args.workdir}", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for i, out in enumerate(pool.map(train_job, [(j, args.workdir, steps, args.overrides) for j in all_jobs])):
+        for i, out in enumerate(pool.map(train_job, [(j, args.workdir, steps) for j in all_jobs])):
             print(f"  [{i + 1}/{len(all_jobs)}] {Path(out).name} ({time.time() - t0:.0f} s)", flush=True)
-
     t_train = time.time() - t0
+
     from dreamlmc import metrics
     from tools.benchutil import machine, table
 
     per_run = {}
     for j in jobs:
-        per_run[run_name(j)] = dict(j, **evaluate(args.workdir / run_name(j), j["prompt"]))
-    rows = []
-    keys = ["iou", "chamfer", "delta_e", "saturation_delta", "saturation_ratio", "sharpness_ratio"]
-    for k in args.kinds:
-        for s in scales:
-            sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
-            rows.append(dict({"method": k, "scale": s, "runs": len(sel)},
-                             **{m: float(np.mean([r[m] for r in sel if r[m] is not None])) for m in keys}))
+        per_run[run_name(j)] = dict({k: v for k, v in j.items() if k != "overrides"},
+                                    **evaluate(args.workdir / run_name(j), j["prompt"]))
+    rows, prompt_rows = [], []
+    for k, s in methods:
+        sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
+        label = f"{args.label} {k}".strip() + (f" s={s:g}" if s is not None else "")
+        rows.append(dict({"method": label}, **aggregate(sel, seeds)))
+        for p in prompts:
+            ps = [r for r in sel if r["prompt"] == p]
+            prompt_rows.append({"method": label, "prompt": p, "iou": float(np.mean([r["iou"] for r in ps])),
+                                "iou_per_seed": " ".join(f"{r['iou']:.2f}" for r in ps),
+                                "nearest": " ".join(r["nearest"] for r in ps),
+                                "chamfer": float(np.mean([r["chamfer"] for r in ps])),
+                                "normal_consistency": float(np.mean([r["normal_consistency"] for r in ps])),
+                                "delta_e": float(np.mean([r["delta_e"] for r in ps])),
+                                "extent": " ".join("x".join(f"{e:.2f}" for e in r["extent_ratio"]) for r in ps)})
     div = {}
-    for name, group in (("fixed_eps_seeds", div_fixed), ("fresh_eps_run_seeds", div_fresh)):
+    for name, group in div_jobs.items():
+        import trimesh
+
         renders, pts = [], []
         for j in group:
             run = args.workdir / run_name(j)
-            from dreamlmc.config import load_yaml
-            from dreamlmc.trainer import Trainer, resolve_config
-            import trimesh
-
-            tr = Trainer(resolve_config([load_yaml(run / "config.yaml")], []), run, progress=False)
-            tr.load_checkpoint()
+            tr = load_trainer(run)
             tr.export_mesh(run / "model.glb", tr.cfg.export)
             renders.append(tr.render_views(8, 64)["rgb"])
             p, _ = trimesh.sample.sample_surface(trimesh.load(run / "model.glb", force="mesh"), 3000, seed=0)
             pts.append(np.asarray(p, np.float32))
         div[name] = {"render_l1": metrics.render_diversity(renders),
                      "mesh_chamfer": metrics.pairwise_mean(pts, metrics.chamfer), "runs": len(group)}
-    # image grid: rows = method x scale, columns = prompts (front view, 64 px)
-    tiles = []
-    for k in args.kinds:
-        for s in scales:
-            row = []
-            for p in prompts:
-                j = next(j for j in jobs if j["prompt"] == p and j["kind"] == k and j["scale"] == s)
-                from PIL import Image
-
-                img = np.asarray(Image.open(args.workdir / run_name(j) / "preview.png").convert("RGB"))
-                h = img.shape[0] // 2
-                row.append(img[:h, :h])
-            tiles.append(np.concatenate(row, 1))
-    args.out.mkdir(parents=True, exist_ok=True)
+    # image grid: rows = method x seed, columns = prompts (front view)
     from PIL import Image
 
+    tiles = []
+    for k, s in methods:
+        for sd in seeds:
+            row = []
+            for p in prompts:
+                j = next(j for j in jobs if j["prompt"] == p and j["kind"] == k and j["scale"] == s and j["seed"] == sd)
+                img = np.asarray(Image.open(args.workdir / run_name(j) / "preview.png").convert("RGB"))
+                h = img.shape[0] // 2
+                row.append(np.concatenate([img[:h, :h], img[h:, :h]], 0))  # shaded over textureless
+            tiles.append(np.concatenate(row, 1))
+    args.out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(tiles, 0)).save(args.out / "grid.png")
     info = machine()
-    md = [f"Built-in prior {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds {args.seeds}, prompts: {', '.join(prompts)}.",
-          f"Machine: {info['cpu']}, {info['cores']} cores; {args.workers} runs in parallel; "
+    show = [dict(r, **{m: fmt_pm(r, m, 1 if m in ("delta_e", "seconds") else 3) for m in METRICS}) for r in rows]
+    md = [f"Built-in prior {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds "
+          f"{seeds}, prompts: {', '.join(prompts)}. Overrides: {' '.join(ov) or '(none: the default preset)'}.",
+          f"Machine: {info['cpu']}, {info['cores']} cores; {args.workers} runs in parallel, one thread each; "
           f"wall time {time.time() - t0:.0f} s ({t_train:.0f} s of it training; runs already in --workdir are "
-          "reused).", "",
-          table(rows, ["method", "scale", "runs"] + keys), "",
-          "Diversity (one prompt, 8 views): fixed-eps seeds vs fresh noise with different run seeds", "",
-          table([dict({"setting": k}, **v) for k, v in div.items()], ["setting", "render_l1", "mesh_chamfer", "runs"]),
-          "", "grid.png: rows = method x guidance scale (in the table's order), columns = prompts."]
+          "reused). ± is the standard error over seeds.", "",
+          table(show, ["method", "runs", "iou", "min_prompt_iou", "shape_correct_runs", "torus_holes", "chamfer",
+                       "normal_consistency", "delta_e", "saturation_ratio", "sharpness_ratio", "seconds"]), "",
+          table(prompt_rows, ["method", "prompt", "iou", "iou_per_seed", "nearest", "chamfer", "normal_consistency",
+                              "delta_e", "extent"]), ""]
+    if div:
+        md += ["Diversity (one prompt, 8 views): fixed-ε seeds vs fresh noise with different run seeds", "",
+               table([dict({"setting": k}, **v) for k, v in div.items()],
+                     ["setting", "render_l1", "mesh_chamfer", "runs"]), ""]
+    md.append("grid.png: rows = method x seed (in the table's order), columns = prompts; each tile shaded over "
+              "textureless.")
     (args.out / "results.md").write_text("\n".join(md) + "\n")
-    (args.out / "results.json").write_text(json.dumps({"machine": info, "steps": steps, "prompts": prompts,
-                                                       "rows": rows, "diversity": div, "runs": per_run, "prior": prior,
-                                                       "overrides": args.overrides}, indent=2))
+    (args.out / "results.json").write_text(json.dumps(
+        {"machine": info, "steps": steps, "prompts": prompts, "seeds": seeds, "rows": rows,
+         "prompt_rows": prompt_rows, "diversity": div, "runs": per_run, "prior": prior, "overrides": ov,
+         "wall_s": time.time() - t0, "train_s": t_train}, indent=2))
     print("\n".join(md))
     return 0
 

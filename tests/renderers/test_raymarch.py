@@ -36,6 +36,8 @@ def test_ray_sphere_near_far():
 class SphereField(torch.nn.Module):
     """Stand-in field: a solid sphere of radius r (density 500 inside, 0 outside), red albedo."""
 
+    is_sdf = False
+
     def __init__(self, r):
         super().__init__()
         self.r = r

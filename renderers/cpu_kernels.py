@@ -1,0 +1,49 @@
+"""Fused CPU kernels, compiled at first use with torch's cpp_extension (C++, parallel through ATen's thread pool).
+
+The build is cached by torch (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so only the first use on a
+machine pays the compile (about 40 s on the 2-core CPU). Where it cannot be built (no C++ compiler, no ninja,
+DREAMLMC_FUSED=0) the caller falls back to the pure-PyTorch path after one warning line; nothing here raises.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+_SOURCE = Path(__file__).parent / "csrc" / "hash_encoding_cpu.cpp"
+_module = None  # None: not tried yet; False: unavailable
+
+
+def hash_kernel(quiet: bool = False):
+    """The compiled hash-encoding module (forward, backward), or None where it cannot be had."""
+    global _module
+    if _module is None:
+        _module = _build() or False
+    return _module or None
+
+
+def _build():
+    if os.environ.get("DREAMLMC_FUSED", "1") == "0":
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        # -fopenmp: ATen's parallel_for is an inline OpenMP region, compiled into this module
+        return load(name="dreamlmc_hash_encoding_cpu", sources=[str(_SOURCE)], extra_cflags=["-O3", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed build: the pure-PyTorch path serves
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        warnings.warn(f"dreamlmc: the fused CPU hash encoding could not be built ({reason}); using the "
+                      "pure-PyTorch path (slower)", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def fused_available() -> bool:
+    return hash_kernel() is not None
+
+
+def reset_for_tests(value: Optional[object] = None) -> None:
+    """Forget (or set) the cached module; tests use it to exercise the fallback."""
+    global _module
+    _module = value

@@ -1,0 +1,89 @@
+"""The field's two geometries: density (blob at init) and sdf (sphere at init, VolSDF density, eikonal)."""
+import math
+
+import pytest
+import torch
+
+from dreamlmc.cameras import CameraConfig, orbit_cameras
+from dreamlmc.renderers.field import FieldConfig, NeRFField, eikonal
+from dreamlmc.renderers.renderer import Renderer, RendererConfig
+
+
+def _sdf_field(**kw):
+    torch.manual_seed(0)
+    return NeRFField(FieldConfig(geometry="sdf", **kw))
+
+
+def test_sdf_field_starts_as_a_sphere_with_unit_gradient():
+    f = _sdf_field()
+    x = torch.randn(500, 3)
+    x = 0.8 * x / x.norm(dim=-1, keepdim=True) * torch.rand(500, 1)
+    torch.testing.assert_close(f.sdf(x), x.norm(dim=-1) - 0.5, atol=1e-6, rtol=0)
+    grad = f.geometry_gradient(x[x.norm(dim=-1) > 0.1])
+    assert float(eikonal(grad)) < 1e-3
+    n = f.normals(torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 0.0]]))
+    torch.testing.assert_close(n, torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), atol=1e-2, rtol=0)
+
+
+def test_sdf_density_is_opaque_inside_and_falls_off_over_beta():
+    f = _sdf_field(sdf_beta=0.05)
+    with torch.no_grad():
+        d = f.density(torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.75, 0.0, 0.0]]))
+    assert d[0] == pytest.approx(1 / 0.05, rel=1e-3)  # deep inside: 1 / beta
+    assert d[1] == pytest.approx(0.5 / 0.05, rel=0.05)  # on the surface: half
+    assert d[2] == pytest.approx(0.5 / 0.05 * math.exp(-0.25 / 0.05), rel=0.1)  # 5 beta outside
+
+
+def test_beta_schedule_is_geometric_and_a_function_of_progress():
+    f = _sdf_field(sdf_beta=0.1, sdf_beta_end=0.01)
+    f.set_progress(0.5)
+    assert f.beta == pytest.approx(math.sqrt(0.1 * 0.01))
+    f.set_progress(2.0)
+    assert f.beta == pytest.approx(0.01)
+    f.set_progress(0.0)
+    assert f.beta == pytest.approx(0.1)
+
+
+def test_eikonal_penalises_a_scaled_distance():
+    assert float(eikonal(torch.tensor([[3.0, 0.0, 4.0]]))) == pytest.approx(16.0)
+    assert float(eikonal(torch.zeros(0, 3))) == 0.0
+
+
+def test_sdf_renderer_renders_the_sphere_and_gives_eikonal_gradients():
+    torch.manual_seed(0)
+    cfg = RendererConfig()
+    cfg.field.geometry = "sdf"
+    ren = Renderer(cfg)
+    cams = orbit_cameras(CameraConfig(), 1, 24, 24)
+    out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
+    assert out["opacity"][0, 0, 12, 12] > 0.95 and out["opacity"][0, 0, 0, 0] < 0.05
+    assert torch.isfinite(out["eikonal"]) and float(out["eikonal"]) < 0.05
+    (out["rgb"].mean() + out["eikonal"]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.mlp.parameters())
+
+
+def test_density_geometry_has_no_sdf():
+    f = NeRFField(FieldConfig())
+    with pytest.raises(ValueError):
+        f.sdf(torch.zeros(1, 3))
+
+
+def test_progressive_levels_switch_on_evenly_and_mask_the_fine_ones():
+    torch.manual_seed(0)
+    f = NeRFField(FieldConfig(progressive_start=2, progressive_until=0.5))  # 5 levels by default
+    seen = []
+    for p in (0.0, 0.1, 0.2, 0.3, 0.45, 0.5, 0.9):
+        f.set_progress(p)
+        seen.append(f.active_levels)
+    assert seen == [2, 2, 3, 3, 4, 5, 5]
+    with torch.no_grad():
+        for p in f.encoding.levels:
+            p.normal_()
+    x = torch.rand(64, 3) * 1.6 - 0.8
+    f.set_progress(0.0)
+    coarse = f.density(x)
+    with torch.no_grad():  # changing a masked level changes nothing
+        f.encoding.levels[4].normal_()
+    torch.testing.assert_close(f.density(x), coarse)
+    f.set_progress(1.0)
+    assert not torch.allclose(f.density(x), coarse)
