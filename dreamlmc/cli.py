@@ -159,6 +159,35 @@ def cmd_variations(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from dreamlmc import batch
+
+    if args.variations < 0:
+        raise DreamlmcError("--variations must be >= 0")
+    if args.workers is not None and args.workers < 1:
+        raise DreamlmcError("--workers must be >= 1")
+    if args.cpus_per_run is not None and args.cpus_per_run < 1:
+        raise DreamlmcError("--cpus-per-run must be >= 1")
+    entries = batch.load_entries(Path(args.prompts))
+    runs = batch.expand(entries, args.variations)
+    failed = batch.preflight(runs, args.config, args.overrides)  # bad prompts stop here, before any work
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DreamlmcError(f"--out {out} is a file, not a folder")
+    summary = batch.run_batch(runs, out, presets=args.config, overrides=args.overrides, workers=args.workers,
+                              cpus_per_run=args.cpus_per_run, address=args.address, progress=not args.quiet,
+                              preflight_failed=failed)
+    bad = [r for r in summary["runs"] if r["status"] != "ok"]
+    if not args.quiet or bad:
+        print(f"{summary['ok']}/{summary['total']} runs finished in {summary['wall_s']:.0f} s -> "
+              f"{out / 'summary.json'}, {out / 'contact_sheet.png'}", file=sys.stderr if bad else sys.stdout)
+    for r in bad:
+        print(f"dreamlmc: run {r['slug']} {r['status']}: {r['error']}", file=sys.stderr)
+    if summary.get("interrupted_by"):
+        return 130
+    return 1 if bad else 0
+
+
 def cmd_export(args) -> int:
     from dataclasses import replace
 
@@ -330,6 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=4)
     p.set_defaults(fn=cmd_variations, fixed_eps=None)
 
+    p = sub.add_parser("batch", help="many prompts (a text or YAML file), one run each, in parallel on Ray")
+    p.add_argument("prompts", metavar="PROMPTS", help="a text file (one prompt per line, # comments) or a YAML list")
+    p.add_argument("--out", required=True, help="folder of the batch: one run folder per run, plus summaries")
+    p.add_argument("--variations", type=int, default=0, help="K fixed-eps variations (eps seeds 0..K-1) per prompt")
+    p.add_argument("--config", action="append", default=[], metavar="PRESET.yaml", help="YAML preset(s) for every run")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. auto or ray://host:10001); default: start one here")
+    p.add_argument("--workers", type=int, help="runs in parallel (default: one per pair of cores)")
+    p.add_argument("--cpus-per-run", type=int, help="cores (and threads) per run (default: cores / workers)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides for every run")
+    p.set_defaults(fn=cmd_batch)
+
     p = sub.add_parser("export", help="re-export the mesh of a run from its checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--format", choices=["glb", "obj", "ply"])
@@ -418,10 +459,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse_command(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """parse_args, except that key=value overrides may also follow other options (argparse leaves them over after a
+    leading positional such as batch's PROMPTS). Usage errors exit 2 through parser.error."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command(parser, argv)
     if not getattr(args, "fn", None):
         parser.print_help()
         return 0

@@ -143,9 +143,11 @@ def load_yaml(path: Path) -> Dict[str, Any]:
 
 def build(cls: Type[T], presets: Sequence[Dict[str, Any]] = (), overrides: Sequence[str] = ()) -> T:
     """Defaults <- each preset dict in order <- dotted overrides; returns a validated `cls`."""
+    import copy
+
     data: Dict[str, Any] = {}
     for p in presets:
-        data = merge(data, p)
+        data = merge(data, copy.deepcopy(p))  # never write overrides into the caller's preset dicts
     for o in overrides:
         keys, value = parse_override(o)
         set_dotted(data, keys, value)

@@ -174,3 +174,81 @@ def render_diversity(renders: Sequence[torch.Tensor]) -> float:
 
 def summarise(values: Dict[str, Sequence[float]]) -> Dict[str, float]:
     return {k: float(np.mean(v)) for k, v in values.items() if len(v)}
+
+
+# ------------------------------------------------------------------------------------------------ a whole run
+
+CHROMATIC_SATURATION = 0.2  # ground-truth saturation above which a saturation ratio is reported
+
+
+def load_run(run):
+    """A finished (or checkpointed) run folder's trainer with its last checkpoint loaded."""
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import Trainer, resolve_config
+
+    tr = Trainer(resolve_config([load_yaml(run / "config.yaml")], []), run, progress=False)
+    tr.load_checkpoint()
+    return tr
+
+
+def evaluate_run(run, export: bool = True) -> Dict:
+    """Every quality metric of a run of a built-in world prompt against its ground truth.
+
+    IoU (best over yaw) of the asset's solid (the field above the exported mesh's iso-level, enclosed cavities
+    filled) and the world shape it is nearest to; Chamfer distance and normal consistency of the exported mesh;
+    for tori, whether the hole is open; extents relative to ground truth; ΔE of the vertex colours against the
+    prompt's albedo; saturation and sharpness of 8 rendered views relative to ground-truth renders of the same
+    cameras; the run's training seconds. export: re-export model.glb with this version's exporter first."""
+    from pathlib import Path
+
+    import trimesh
+
+    from dreamlmc.cameras import orbit_cameras
+    from dreamlmc.export import auto_threshold, density_grid
+    from dreamlmc.renderers.shading import ShadingConfig
+    from dreamlmc.world_render import render_shapes
+
+    run = Path(run)
+    tr = load_run(run)
+    cfg = tr.cfg
+    parts = world.parse_prompt(cfg.prompt)
+    shape, colour = parts["shape"], parts["colour"]
+    if shape is None or colour is None:
+        raise ValueError(f"{cfg.prompt!r} does not name both a shape and a colour of the built-in world")
+    if export or not (run / "model.glb").exists():
+        tr.export_mesh(run / "model.glb", cfg.export)
+    bound = cfg.renderer.field.bound
+    fn, level = tr.surface()
+    with torch.no_grad():
+        grid = density_grid(fn, cfg.export.resolution, bound)
+    if level == "auto":
+        level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
+    inside = solid_inside_fn(grid, float(level), bound)
+    nearest, scores = nearest_shape(inside, n=40_000, yaw_step=5.0)
+    best_iou, yaw = best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
+    mesh = trimesh.load(run / "model.glb", force="mesh")
+    pred_pts, faces = trimesh.sample.sample_surface(mesh, 5000, seed=0)
+    pred_pts = np.asarray(pred_pts, np.float32)
+    gt_pts, gt_n = surface_points_of_shape(shape, 5000, yaw, normals=True)
+    cd = chamfer(pred_pts, gt_pts)
+    nc = normal_consistency(pred_pts, np.asarray(mesh.face_normals)[faces], gt_pts, gt_n)
+    vcols = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+    de = float(delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
+    views = tr.render_views(8, 64)
+    cams = orbit_cameras(cfg.camera, 8, 64, 64)
+    sh = ShadingConfig()
+    gt = render_shapes([shape] * 8, torch.tensor([world.COLOURS[colour]] * 8), cams, ambient=sh.ambient,
+                       diffuse=sh.diffuse)
+    sat, sat_gt = saturation(views["rgb"], views["opacity"]), saturation(gt["rgb"], gt["mask"])
+    seconds = None
+    if (run / "DONE").exists():
+        done = (run / "DONE").read_text().split()
+        seconds = float(done[done.index("in") + 1]) if "in" in done else None
+    extent = np.asarray(mesh.bounds[1] - mesh.bounds[0]) / np.maximum(1e-6, gt_pts.max(0) - gt_pts.min(0))
+    # A ratio is meaningless for white and black objects (ground-truth saturation ~0): those get the difference only.
+    return {"iou": best_iou, "yaw": yaw, "nearest": nearest, "shape_correct": float(nearest == shape),
+            "iou_by_shape": scores, "hole": has_hole(inside) if shape == "torus" else None,
+            "chamfer": cd, "normal_consistency": nc, "extent_ratio": extent.round(3).tolist(), "delta_e": de,
+            "saturation": sat, "saturation_gt": sat_gt, "saturation_delta": sat - sat_gt,
+            "saturation_ratio": sat / sat_gt if sat_gt >= CHROMATIC_SATURATION else None,
+            "sharpness_ratio": sharpness(views["rgb"]) / max(1e-9, sharpness(gt["rgb"])), "seconds": seconds}

@@ -29,14 +29,31 @@ def _build():
     try:
         from torch.utils.cpp_extension import load
 
-        # -fopenmp: ATen's parallel_for is an inline OpenMP region, compiled into this module
-        return load(name="dreamlmc_hash_encoding_cpu", sources=[str(_SOURCE)], extra_cflags=["-O3", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"], verbose=False)
+        isa, flags = isa_flags()
+        # -fopenmp: ATen's parallel_for is an inline OpenMP region, compiled into this module. The instruction set
+        # is part of the name, so a home folder shared by different machines never loads a build the CPU lacks.
+        return load(name=f"dreamlmc_hash_encoding_cpu_{isa}", sources=[str(_SOURCE)],
+                    extra_cflags=["-O3", "-fopenmp"] + flags, extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: the pure-PyTorch path serves
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         warnings.warn(f"dreamlmc: the fused CPU hash encoding could not be built ({reason}); using the "
                       "pure-PyTorch path (slower)", RuntimeWarning, stacklevel=3)
         return None
+
+
+def isa_flags():
+    """(name, compiler flags) for the vector instructions torch found on this CPU (x86: AVX-512 or AVX2 + FMA)."""
+    import platform
+
+    import torch
+
+    cap = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "DEFAULT"
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        if cap.startswith("AVX512"):
+            return "avx512", ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"]
+        if cap == "AVX2":
+            return "avx2", ["-mavx2", "-mfma"]
+    return "generic", []
 
 
 def fused_available() -> bool:

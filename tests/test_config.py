@@ -48,3 +48,15 @@ def test_missing_or_broken_yaml(tmp_path):
     bad.write_text("steps: [1,\n")
     with pytest.raises(DreamlmcError):
         load_yaml(bad)
+
+
+def test_build_does_not_write_overrides_into_the_presets():
+    from dreamlmc.config import build
+    from dreamlmc.trainer import TrainConfig
+
+    preset = {"renderer": {"num_samples": 32}}
+    a = build(TrainConfig, [preset], ["renderer.num_samples=16", "renderer.occupancy.resolution=8"])
+    b = build(TrainConfig, [preset], [])
+    assert a.renderer.num_samples == 16 and b.renderer.num_samples == 32
+    assert b.renderer.occupancy.resolution == TrainConfig().renderer.occupancy.resolution
+    assert preset == {"renderer": {"num_samples": 32}}

@@ -36,7 +36,6 @@ sys.path.append(__file__.rsplit("/tools/", 1)[0])
 DEFAULT_PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
                    "an orange pyramid", "a white cube", "a black sphere"]
 QUICK_PROMPTS = ["a red cube", "a purple torus", "a yellow cone"]
-CHROMATIC_SATURATION = 0.2  # ground-truth saturation above which a saturation ratio is reported
 METRICS = ["iou", "shape_correct", "chamfer", "normal_consistency", "delta_e", "saturation_ratio",
            "sharpness_ratio", "seconds"]
 
@@ -113,66 +112,6 @@ def train_job(args) -> str:
     if code != 0:
         raise RuntimeError(f"run {out} failed with exit code {code}")
     return str(out)
-
-
-def load_trainer(run: Path):
-    from dreamlmc.config import load_yaml
-    from dreamlmc.trainer import Trainer, resolve_config
-
-    tr = Trainer(resolve_config([load_yaml(run / "config.yaml")], []), run, progress=False)
-    tr.load_checkpoint()
-    return tr
-
-
-def evaluate(run: Path, prompt: str) -> Dict:
-    import torch
-    import trimesh
-
-    from dreamlmc import metrics, world
-    from dreamlmc.cameras import orbit_cameras
-    from dreamlmc.export import auto_threshold, density_grid
-    from dreamlmc.renderers.shading import ShadingConfig
-    from dreamlmc.world_render import render_shapes
-
-    parts = world.parse_prompt(prompt)
-    shape, colour = parts["shape"], parts["colour"]
-    tr = load_trainer(run)
-    cfg = tr.cfg
-    tr.export_mesh(run / "model.glb", cfg.export)  # with this version's exporter, whatever made the run
-    bound = cfg.renderer.field.bound
-    fn, level = tr.surface()
-    with torch.no_grad():
-        grid = density_grid(fn, cfg.export.resolution, bound)
-    if level == "auto":
-        level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
-    inside = metrics.solid_inside_fn(grid, float(level), bound)
-    nearest, scores = metrics.nearest_shape(inside, n=40_000, yaw_step=5.0)
-    iou, yaw = metrics.best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
-    mesh = trimesh.load(run / "model.glb", force="mesh")
-    pred_pts, faces = trimesh.sample.sample_surface(mesh, 5000, seed=0)
-    pred_pts = np.asarray(pred_pts, np.float32)
-    gt_pts, gt_n = metrics.surface_points_of_shape(shape, 5000, yaw, normals=True)
-    cd = metrics.chamfer(pred_pts, gt_pts)
-    nc = metrics.normal_consistency(pred_pts, np.asarray(mesh.face_normals)[faces], gt_pts, gt_n)
-    vcols = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
-    de = float(metrics.delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
-    views = tr.render_views(8, 64)
-    cams = orbit_cameras(cfg.camera, 8, 64, 64)
-    sh = ShadingConfig()
-    gt = render_shapes([shape] * 8, torch.tensor([world.COLOURS[colour]] * 8), cams, ambient=sh.ambient,
-                       diffuse=sh.diffuse)
-    sat, sat_gt = metrics.saturation(views["rgb"], views["opacity"]), metrics.saturation(gt["rgb"], gt["mask"])
-    done = (run / "DONE").read_text().split()
-    seconds = float(done[done.index("in") + 1]) if "in" in done else None
-    extent = (np.asarray(mesh.bounds[1] - mesh.bounds[0]) / np.maximum(1e-6, gt_pts.max(0) - gt_pts.min(0)))
-    # A ratio is meaningless for white and black objects (ground-truth saturation ~0): those get the difference only.
-    return {"iou": iou, "yaw": yaw, "nearest": nearest, "shape_correct": float(nearest == shape),
-            "iou_by_shape": scores, "hole": metrics.has_hole(inside) if shape == "torus" else None,
-            "chamfer": cd, "normal_consistency": nc, "extent_ratio": extent.round(3).tolist(), "delta_e": de,
-            "saturation": sat, "saturation_gt": sat_gt, "saturation_delta": sat - sat_gt,
-            "saturation_ratio": sat / sat_gt if sat_gt >= CHROMATIC_SATURATION else None,
-            "sharpness_ratio": metrics.sharpness(views["rgb"]) / max(1e-9, metrics.sharpness(gt["rgb"])),
-            "seconds": seconds}
 
 
 def prior_info() -> Dict:
@@ -267,12 +206,13 @@ def main(argv=None) -> int:
     t_train = time.time() - t0
 
     from dreamlmc import metrics
+    from dreamlmc.metrics import evaluate_run, load_run
     from tools.benchutil import machine, table
 
     per_run = {}
     for j in jobs:
         per_run[run_name(j)] = dict({k: v for k, v in j.items() if k != "overrides"},
-                                    **evaluate(args.workdir / run_name(j), j["prompt"]))
+                                    **evaluate_run(args.workdir / run_name(j)))
     rows, prompt_rows = [], []
     for k, s in methods:
         sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
@@ -294,7 +234,7 @@ def main(argv=None) -> int:
         renders, pts = [], []
         for j in group:
             run = args.workdir / run_name(j)
-            tr = load_trainer(run)
+            tr = load_run(run)
             tr.export_mesh(run / "model.glb", tr.cfg.export)
             renders.append(tr.render_views(8, 64)["rgb"])
             p, _ = trimesh.sample.sample_surface(trimesh.load(run / "model.glb", force="mesh"), 3000, seed=0)

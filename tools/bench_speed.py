@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -109,9 +108,13 @@ def e2e(device: str, prompt: str, extra):
         cmd = [sys.executable, "-m", "dreamlmc.cli", "train", "--prompt", prompt, "--out", str(out), "--quiet",
                "--device", device] + list(extra)
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True)
+        proc = subprocess.Popen(cmd)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (not the max over all children)
         wall = time.perf_counter() - t0
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+        peak_kib = usage.ru_maxrss
         ok = (out / "model.glb").exists()
     return {"command": "dreamlmc train --prompt '%s' --out RUN" % prompt + (" " + " ".join(extra) if extra else ""),
             "wall_s": wall, "peak_rss_gib": peak_kib / 1024 ** 2, "glb_written": ok}
@@ -125,19 +128,45 @@ def main(argv=None) -> int:
     ap.add_argument("--e2e", action="store_true", help="also time the whole default command (and its peak RSS)")
     ap.add_argument("--prompt", default="a red cube")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-compare", action="store_true",
+                    help="on the CPU, skip the pure-PyTorch encoding run (by default both run, for their ratio)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    rows, cfg = breakdown(args.device, args.warmup, args.repeats, args.overrides)
+    from dreamlmc.renderers.cpu_kernels import fused_available
+
+    # the fused C++ encoding (the CPU default where it builds) and the pure-PyTorch path, in the same run
+    variants = [("default", [])]
+    if args.device == "cpu" and not args.no_compare and fused_available():
+        variants = [("fused encoding (default)", []),
+                    ("pure-PyTorch encoding", ["renderer.field.hash_grid.implementation=torch"])]
     info = machine()
     print(f"machine: {info}")
-    print(f"config: defaults (built-in prior, {cfg.guidance.kind}, s = {cfg.guidance.guidance_scale}, "
-          f"{cfg.renderer.num_samples} samples/ray), after {args.warmup} warm-up steps; medians of {args.repeats}")
-    print(table(rows, ["phase", "ms", "it_per_s"]))
-    result = {"machine": info, "device": args.device, "rows": rows, "warmup": args.warmup, "repeats": args.repeats}
-    if args.e2e:
-        r = e2e(args.device, args.prompt, args.overrides)
-        print(table([r], list(r)))
-        result["e2e"] = r
+    result = {"machine": info, "device": args.device, "warmup": args.warmup, "repeats": args.repeats,
+              "variants": {}}
+    e2e_rows = []
+    for name, extra in variants:
+        rows, cfg = breakdown(args.device, args.warmup, args.repeats, list(args.overrides) + extra)
+        print(f"\n{name}: built-in prior, {cfg.guidance.kind}, s = {cfg.guidance.guidance_scale}, "
+              f"{cfg.renderer.num_samples} samples/ray, after {args.warmup} warm-up steps; medians of {args.repeats}")
+        print(table(rows, ["phase", "ms", "it_per_s"]))
+        result["variants"][name] = {"rows": rows}
+        if args.e2e:
+            r = e2e(args.device, args.prompt, list(args.overrides) + extra)
+            r["variant"] = name
+            e2e_rows.append(r)
+            result["variants"][name]["e2e"] = r
+    if len(variants) == 2:
+        a, b = (result["variants"][n]["rows"] for n, _ in variants)
+        step = {r["phase"]: r["ms"] for r in a}, {r["phase"]: r["ms"] for r in b}
+        result["step_speedup"] = step[1]["step total"] / step[0]["step total"]
+        result["render_fwd_bwd_speedup"] = ((step[1]["render forward"] + step[1]["backward"]) /
+                                            (step[0]["render forward"] + step[0]["backward"]))
+        print(f"\nwhole training step: {result['step_speedup']:.2f}x faster with the fused encoding; render forward + "
+              f"backward {result['render_fwd_bwd_speedup']:.2f}x")
+        if e2e_rows:
+            result["e2e_speedup"] = e2e_rows[1]["wall_s"] / e2e_rows[0]["wall_s"]
+    if e2e_rows:
+        print(table(e2e_rows, ["variant"] + [k for k in e2e_rows[0] if k != "variant"]))
     path = write_json(f"speed_{args.device}", result, args.out)
     print(f"wrote {path}")
     return 0

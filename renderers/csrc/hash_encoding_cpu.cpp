@@ -1,11 +1,13 @@
 // Fused multi-resolution hash encoding on the CPU: forward and backward (w.r.t. the tables), parallel over cores.
 //
 // Index conventions are tiny-cuda-nn's (see renderers/hash_grid.py): level l maps x in [0,1]^3 to x * scale_l + 0.5;
-// a dense level indexes corner (i, j, k) as i + j r + k r^2 with each coordinate clamped to [0, r - 1]; a hashed
-// level as (i * 1) ^ (j * 2654435761) ^ (k * 805459861), modulo its power-of-two row count, in uint32 arithmetic.
-// Table entry (row, f) of level l lives at tables[l][row * row_stride[l] + f * feat_stride[l]], which covers both
-// parameter layouts: dense levels stored as (1, F, r, r, r) volumes (row_stride 1, feat_stride r^3) and hashed
-// levels as (rows, F) (row_stride F, feat_stride 1).
+// a dense level indexes corner (i, j, k) as i + j r + k r^2 with each coordinate clamped to [0, r - 1] (the same
+// values and gradients as grid_sample's border padding); a hashed level as (i * 1) ^ (j * 2654435761) ^
+// (k * 805459861) in uint32 arithmetic, modulo its power-of-two row count.
+// Table entry (row, f) of level l lives at tables[l][row * row_stride + f * feat_stride]: dense levels are stored as
+// (1, F, r, r, r) volumes (row_stride 1, feat_stride r^3), hashed levels as (rows, F) (row_stride F, feat_stride 1).
+// Corner weights are products of per-axis factors, w = wx * wy * wz, and a feature is the sum over corners 0..7 in
+// order: the same arithmetic, in the same order, as HashEncoding.reference_encode.
 //
 // Forward: parallel over points. Backward, without write races: for small tables (the CPU default) each thread
 // scatters a fixed block of points into a private copy of the tables and the copies are summed in thread order;
@@ -22,37 +24,47 @@ namespace {
 
 struct Level {
   float scale;
-  int64_t res;
+  int32_t res;
   bool dense;
-  int64_t mask;  // rows - 1 for hashed levels (rows is a power of two)
+  uint32_t mask;  // rows - 1 for hashed levels (rows is a power of two)
   int64_t row_stride;
   int64_t feat_stride;
 };
 
-// Corner indices (8) and trilinear weights (8) of point p at one level.
+inline int32_t floor_i(float v) {  // floor without a libm call (exact for |v| < 2^31)
+  const int32_t t = static_cast<int32_t>(v);
+  return t - static_cast<int32_t>(v < static_cast<float>(t));
+}
+
+inline int32_t clampi(int32_t v, int32_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
+
+// The 8 corner rows and weights of point p at one level (corner c = bits (x, y, z) of c, x lowest).
 inline void corners(const float* p, const Level& L, int64_t* idx, float* w) {
-  float pos[3], frac[3];
-  int64_t base[3];
+  int32_t b[3];
+  float fr[3];
   for (int k = 0; k < 3; ++k) {
-    pos[k] = p[k] * L.scale + 0.5f;
-    const float fl = std::floor(pos[k]);
-    frac[k] = pos[k] - fl;
-    base[k] = static_cast<int64_t>(fl);
+    const float pos = p[k] * L.scale + 0.5f;
+    b[k] = floor_i(pos);
+    fr[k] = pos - static_cast<float>(b[k]);
   }
-  for (int c = 0; c < 8; ++c) {
-    const int64_t o0 = c & 1, o1 = (c >> 1) & 1, o2 = (c >> 2) & 1;
-    w[c] = (o0 ? frac[0] : 1.f - frac[0]) * (o1 ? frac[1] : 1.f - frac[1]) * (o2 ? frac[2] : 1.f - frac[2]);
-    int64_t g0 = base[0] + o0, g1 = base[1] + o1, g2 = base[2] + o2;
-    if (L.dense) {
-      const int64_t hi = L.res - 1;
-      g0 = g0 < 0 ? 0 : (g0 > hi ? hi : g0);
-      g1 = g1 < 0 ? 0 : (g1 > hi ? hi : g1);
-      g2 = g2 < 0 ? 0 : (g2 > hi ? hi : g2);
-      idx[c] = g0 + g1 * L.res + g2 * L.res * L.res;
-    } else {
-      const uint32_t h = static_cast<uint32_t>(g0) ^ (static_cast<uint32_t>(g1) * 2654435761u) ^
-                         (static_cast<uint32_t>(g2) * 805459861u);
-      idx[c] = static_cast<int64_t>(h) & L.mask;
+  const float wx[2] = {1.f - fr[0], fr[0]}, wy[2] = {1.f - fr[1], fr[1]}, wz[2] = {1.f - fr[2], fr[2]};
+  if (L.dense) {
+    const int32_t hi = L.res - 1;
+    const int64_t r = L.res, r2 = r * r;
+    const int64_t X[2] = {clampi(b[0], hi), clampi(b[0] + 1, hi)};
+    const int64_t Y[2] = {clampi(b[1], hi) * r, clampi(b[1] + 1, hi) * r};
+    const int64_t Z[2] = {clampi(b[2], hi) * r2, clampi(b[2] + 1, hi) * r2};
+    for (int c = 0; c < 8; ++c) {
+      idx[c] = X[c & 1] + Y[(c >> 1) & 1] + Z[(c >> 2) & 1];
+      w[c] = wx[c & 1] * wy[(c >> 1) & 1] * wz[(c >> 2) & 1];
+    }
+  } else {
+    const uint32_t X[2] = {static_cast<uint32_t>(b[0]), static_cast<uint32_t>(b[0] + 1)};
+    const uint32_t Y[2] = {static_cast<uint32_t>(b[1]) * 2654435761u, static_cast<uint32_t>(b[1] + 1) * 2654435761u};
+    const uint32_t Z[2] = {static_cast<uint32_t>(b[2]) * 805459861u, static_cast<uint32_t>(b[2] + 1) * 805459861u};
+    for (int c = 0; c < 8; ++c) {
+      idx[c] = static_cast<int64_t>((X[c & 1] ^ Y[(c >> 1) & 1] ^ Z[(c >> 2) & 1]) & L.mask);
+      w[c] = wx[c & 1] * wy[(c >> 1) & 1] * wz[(c >> 2) & 1];
     }
   }
 }
@@ -68,7 +80,8 @@ std::vector<Level> make_levels(const std::vector<double>& scales, const std::vec
     const at::Tensor& t = tables[l];
     TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(),
                 "hash encoding: tables must be contiguous float32 CPU tensors");
-    Level L{static_cast<float>(scales[l]), res[l], dense[l], rows[l] - 1, 0, 0};
+    Level L{static_cast<float>(scales[l]), static_cast<int32_t>(res[l]), static_cast<bool>(dense[l]),
+            static_cast<uint32_t>(rows[l] - 1), 0, 0};
     if (dense[l]) {
       TORCH_CHECK(t.dim() == 5 && t.size(2) == res[l], "hash encoding: dense level must be (1, F, r, r, r)");
       L.row_stride = 1;
@@ -82,6 +95,47 @@ std::vector<Level> make_levels(const std::vector<double>& scales, const std::vec
     levels.push_back(L);
   }
   return levels;
+}
+
+template <int F>
+void forward_points(const float* xp, const std::vector<Level>& levels, const std::vector<const float*>& tp,
+                    float* op, int64_t begin, int64_t end) {
+  const int64_t L = static_cast<int64_t>(levels.size());
+  int64_t idx[8];
+  float w[8];
+  for (int64_t n = begin; n < end; ++n) {
+    float* o = op + n * L * F;
+    for (int64_t l = 0; l < L; ++l) {
+      const Level& lv = levels[l];
+      corners(xp + 3 * n, lv, idx, w);
+      const float* t = tp[l];
+      for (int f = 0; f < F; ++f) {
+        const float* col = t + f * lv.feat_stride;
+        float acc = 0.f;
+        for (int c = 0; c < 8; ++c) acc += w[c] * col[idx[c] * lv.row_stride];
+        o[l * F + f] = acc;
+      }
+    }
+  }
+}
+
+void forward_points_dyn(int64_t F, const float* xp, const std::vector<Level>& levels,
+                        const std::vector<const float*>& tp, float* op, int64_t begin, int64_t end) {
+  const int64_t L = static_cast<int64_t>(levels.size());
+  int64_t idx[8];
+  float w[8];
+  for (int64_t n = begin; n < end; ++n) {
+    for (int64_t l = 0; l < L; ++l) {
+      const Level& lv = levels[l];
+      corners(xp + 3 * n, lv, idx, w);
+      for (int64_t f = 0; f < F; ++f) {
+        const float* col = tp[l] + f * lv.feat_stride;
+        float acc = 0.f;
+        for (int c = 0; c < 8; ++c) acc += w[c] * col[idx[c] * lv.row_stride];
+        op[n * L * F + l * F + f] = acc;
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -98,20 +152,13 @@ at::Tensor hash_encode_forward(const at::Tensor& x, const std::vector<at::Tensor
   float* op = out.data_ptr<float>();
   std::vector<const float*> tp;
   for (const auto& t : tables) tp.push_back(t.data_ptr<float>());
-  at::parallel_for(0, N, 1024, [&](int64_t begin, int64_t end) {
-    int64_t idx[8];
-    float w[8];
-    for (int64_t n = begin; n < end; ++n) {
-      for (int64_t l = 0; l < L; ++l) {
-        const Level& lv = levels[l];
-        corners(xp + 3 * n, lv, idx, w);
-        for (int64_t f = 0; f < F; ++f) {
-          const float* col = tp[l] + f * lv.feat_stride;
-          float acc = 0.f;
-          for (int c = 0; c < 8; ++c) acc += w[c] * col[idx[c] * lv.row_stride];
-          op[n * L * F + l * F + f] = acc;
-        }
-      }
+  at::parallel_for(0, N, 2048, [&](int64_t begin, int64_t end) {
+    if (F == 2) {
+      forward_points<2>(xp, levels, tp, op, begin, end);
+    } else if (F == 4) {
+      forward_points<4>(xp, levels, tp, op, begin, end);
+    } else {
+      forward_points_dyn(F, xp, levels, tp, op, begin, end);
     }
   });
   return out;
@@ -140,17 +187,18 @@ std::vector<at::Tensor> hash_encode_backward(const at::Tensor& grad_out, const a
     total += t.numel();
   }
   const int64_t threads = at::get_num_threads();
-  if (threads > 1 && total * threads <= (int64_t(1) << 22)) {
+  if (total * threads <= (int64_t(1) << 22)) {
     // Small tables (the CPU default, all levels dense: ~100k floats): each thread accumulates a contiguous block of
     // points into its own copy of all tables, then the copies are summed in thread order. Corners are computed once
     // per (point, level); the result is deterministic for a given number of threads.
-    std::vector<float> priv(static_cast<size_t>(total * threads), 0.f);
+    // one thread: scatter straight into the gradients (its "copy" is the result)
+    std::vector<float> priv(threads > 1 ? static_cast<size_t>(total * threads) : 0, 0.f);
     const int64_t chunk = (N + threads - 1) / threads;
     at::parallel_for(0, threads, 1, [&](int64_t tb, int64_t te) {
       int64_t idx[8];
       float w[8];
       for (int64_t tid = tb; tid < te; ++tid) {
-        float* mine = priv.data() + tid * total;
+        float* mine = threads > 1 ? priv.data() + tid * total : nullptr;
         const int64_t n1 = std::min(N, (tid + 1) * chunk);
         for (int64_t n = tid * chunk; n < n1; ++n) {
           for (int64_t l = 0; l < L; ++l) {
@@ -160,13 +208,17 @@ std::vector<at::Tensor> hash_encode_backward(const at::Tensor& grad_out, const a
             for (int64_t f = 0; f < F; ++f) any |= (g[f] != 0.f);
             if (!any) continue;
             corners(xp + 3 * n, lv, idx, w);
-            float* tab = mine + offset[l];
-            for (int c = 0; c < 8; ++c)
-              for (int64_t f = 0; f < F; ++f) tab[idx[c] * lv.row_stride + f * lv.feat_stride] += w[c] * g[f];
+            float* tab = mine ? mine + offset[l] : gp[l];
+            for (int64_t f = 0; f < F; ++f) {
+              float* col = tab + f * lv.feat_stride;
+              const float gf = g[f];
+              for (int c = 0; c < 8; ++c) col[idx[c] * lv.row_stride] += w[c] * gf;
+            }
           }
         }
       }
     });
+    if (threads == 1) return grads;
     // reduce: parallel over table entries, summing the thread copies in a fixed order
     at::parallel_for(0, total, 4096, [&](int64_t b, int64_t e) {
       for (size_t l = 0; l < grads.size(); ++l) {
@@ -180,7 +232,7 @@ std::vector<at::Tensor> hash_encode_backward(const at::Tensor& grad_out, const a
     });
     return grads;
   }
-  // Large (hashed) tables or one thread: one task per (level, feature), the only writer of its gradient column.
+  // Large (hashed) tables: one task per (level, feature), the only writer of its gradient column.
   at::parallel_for(0, L * F, 1, [&](int64_t begin, int64_t end) {
     int64_t idx[8];
     float w[8];
