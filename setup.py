@@ -10,7 +10,7 @@ setup(
               "dreamlmc.assets"],
     package_dir={"dreamlmc": "dreamlmc", "dreamlmc.renderers": "renderers", "dreamlmc.guidance": "guidance",
                  "dreamlmc.guidance.backends": "guidance/backends"},
-    package_data={"dreamlmc.assets": ["*.safetensors", "*.json"], "dreamlmc.renderers": ["csrc/*.cpp"]},
+    package_data={"dreamlmc.assets": ["*.safetensors", "*.json", "web/*"], "dreamlmc.renderers": ["csrc/*.cpp"]},
     include_package_data=True,
     # torch is installed first and pinned by the README/CI command (pip install torch==2.13.0) so that pip keeps
     # the CPU build; a range here lets that build satisfy it.
@@ -34,6 +34,8 @@ setup(
         "fast-simplification==0.2.0",
         "ninja==1.13.2",  # builds the fused CPU kernels at first use (torch.utils.cpp_extension)
     ],
-    extras_require={"test": ["pytest>=8"], "cuda": ["nerfacc"]},
+    # Ray runs `dreamlmc batch`; the test command installs it so that the batch runner is tested. tiny-cuda-nn is
+    # used on CUDA when importable (it is built from source, see the README); nerfacc is not used (README, renderer).
+    extras_require={"test": ["pytest>=8", "ray==2.60.0", "playwright==1.65.2"], "batch": ["ray==2.60.0"]},
     entry_points={"console_scripts": ["dreamlmc=dreamlmc.cli:main"]},
 )

@@ -384,6 +384,10 @@ def run_batch(runs: Sequence[RunSpec], out: Path, presets: Sequence[str] = (), o
             ray.shutdown()
     summary = write_summary(runs, results, out, time.time() - t0, workers, cpus_per_run)
     summary["interrupted_by"] = signal.Signals(stop["signal"]).name if stop["signal"] else None
+    from dreamlmc.report import finished_runs, write_index
+
+    if finished_runs(out):
+        write_index(out, summary)
     return summary
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -91,10 +92,31 @@ def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, t
     if not quiet:
         log("writing preview, turntable and mesh ...")
     outs = trainer.write_outputs()
-    atomic_write_text(out / DONE, f"finished step {trainer.step} in {time.time() - t0:.1f} s\n")
+    wall = time.time() - t0
+    atomic_write_text(out / "run.json", json.dumps(_run_info(trainer, wall), indent=2))
+    atomic_write_text(out / DONE, f"finished step {trainer.step} in {wall:.1f} s\n")
+    from dreamlmc.report import write_report
+
+    report = write_report(out)
     if not quiet:
-        log(f"done in {time.time() - t0:.0f} s: {outs['mesh']}, {outs['preview']}, {outs['turntable']}")
+        log(f"done in {wall:.0f} s: {outs['mesh']}, {outs['preview']}, {outs['turntable']}")
+        log(f"report: {report}")
     return out
+
+
+def _run_info(trainer, wall_s: float) -> dict:
+    """What run.json records: wall time of this invocation, the process's peak RSS, versions and the prior."""
+    import platform
+    import resource
+
+    import torch
+
+    from dreamlmc import __version__
+
+    return {"wall_s": wall_s, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+            "steps": trainer.step, "skipped_steps": trainer.skipped, "dreamlmc": __version__,
+            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "prior_fingerprint": getattr(trainer.backend, "fingerprint", None)}
 
 
 def cmd_train(args) -> int:
@@ -154,8 +176,12 @@ def cmd_variations(args) -> int:
         img = np.asarray(Image.open(run / "preview.png").convert("RGB"), dtype=np.float32) / 255.0
         tiles.append(torch.from_numpy(img).permute(2, 0, 1))
     save_png(torch.cat(tiles, dim=1), out / "variations.png")
+    from dreamlmc.report import write_index
+
+    index = write_index(out)
     if not args.quiet:
         print(f"contact sheet: {out / 'variations.png'}")
+        print(f"index: {index}")
     return 0
 
 
@@ -186,6 +212,31 @@ def cmd_batch(args) -> int:
     if summary.get("interrupted_by"):
         return 130
     return 1 if bad else 0
+
+
+def cmd_report(args) -> int:
+    from dreamlmc.report import report_any
+
+    for p in report_any(Path(args.run_dir)):
+        print(p)
+    return 0
+
+
+def cmd_view(args) -> int:
+    from dreamlmc.report import check_run, finished_runs, is_run, report_any, serve
+
+    target = Path(args.run_dir)
+    if target.is_dir() and not is_run(target):
+        if not finished_runs(target):
+            raise DreamlmcError(f"{target} holds no finished dreamlmc runs")
+        if not (target / "index.html").exists():
+            report_any(target)
+    else:
+        check_run(target)
+        if not (target / "report.html").exists():
+            report_any(target)
+    serve(target, open_browser=not args.no_browser, port=args.port)
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -370,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides for every run")
     p.set_defaults(fn=cmd_batch)
+
+    p = sub.add_parser("report", help="(re)write report.html of a finished run, or of every run in a folder + index.html")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("view", help="serve a run's report (or a folder's index) on localhost and open a browser")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.set_defaults(fn=cmd_view)
 
     p = sub.add_parser("export", help="re-export the mesh of a run from its checkpoint")
     p.add_argument("run_dir")

@@ -138,7 +138,7 @@ class Trainer:
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)
-        self.renderer = Renderer(cfg.renderer).to(self.device)
+        self.renderer = Renderer(cfg.renderer, device=self.device).to(self.device)
         self.guidance = ScoreDistillation(cfg.guidance, backend, seed=cfg.seed + 1)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         bg = [p for n, p in self.renderer.named_parameters() if n.startswith("field.background")]

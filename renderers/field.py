@@ -37,6 +37,10 @@ class FieldConfig:
     # sdf_beta_end over training (None: constant)
     sdf_beta: float = 0.05
     sdf_beta_end: Optional[float] = None
+    # sdf geometry: how opacity follows from the sdf along a ray. "volsdf": density Ψ_β(−sdf)/β per sample;
+    # "neus": α_i = (Φ(s_i) − Φ(s_i+1)) / Φ(s_i) from consecutive samples, Φ a sigmoid of scale β (NeuS's
+    # discrete opacity: 50 % opacity exactly where a ray meets the zero level set, silhouettes included)
+    sdf_rendering: Literal["volsdf", "neus"] = "volsdf"
     # coarse-to-fine: only the first progressive_start levels at first, all of them from progressive_until (a
     # fraction of training) on, levels switched on evenly in between (None: all levels throughout)
     progressive_start: Optional[int] = None
@@ -49,10 +53,10 @@ class FieldConfig:
 class NeRFField(nn.Module):
     """Positions (N, 3) in scene units -> density (N,) >= 0 and albedo (N, 3) in [0, 1]."""
 
-    def __init__(self, cfg: FieldConfig = FieldConfig()):
+    def __init__(self, cfg: FieldConfig = FieldConfig(), device=None):
         super().__init__()
         self.cfg = cfg
-        self.encoding = HashEncoding(cfg.hash_grid)
+        self.encoding = HashEncoding(cfg.hash_grid, device=device)
         self.mlp = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden_dim), nn.ReLU(inplace=True),
                                  nn.Linear(cfg.hidden_dim, 4))
         if cfg.background == "mlp":
@@ -106,10 +110,13 @@ class NeRFField(nn.Module):
         return F.softplus(g)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        g, albedo = self.geometry_and_albedo(x)
+        return self.density_from_geometry(g), albedo
+
+    def geometry_and_albedo(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """-> the geometry channel (sdf, or the density's pre-activation) (N,) and albedo (N, 3) in [0, 1]."""
         h = self._raw(x)
-        density = self.density_from_geometry(self._geometry(h[:, 0], x))
-        albedo = torch.sigmoid(h[:, 1:])
-        return density, albedo
+        return self._geometry(h[:, 0], x), torch.sigmoid(h[:, 1:])
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)[0]

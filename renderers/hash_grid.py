@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import List, Literal
+from typing import List, Literal, Optional
 
 import torch
 import torch.nn as nn
@@ -34,8 +34,9 @@ class HashGridConfig:
     growth_factor: float = 1.41
     init_scale: float = 1e-4
     # "auto": the fused C++ kernel on the CPU where it builds (renderers/cpu_kernels.py), tiny-cuda-nn on CUDA where
-    # importable, else pure PyTorch; "torch": always the pure-PyTorch path (the reference the others are tested against)
-    implementation: Literal["auto", "torch"] = "auto"
+    # importable, else pure PyTorch; "torch": always the pure-PyTorch path (the reference the others are tested
+    # against); "tcnn": tiny-cuda-nn, required (an error where it cannot be imported)
+    implementation: Literal["auto", "torch", "tcnn"] = "auto"
 
 
 def level_layout(cfg: HashGridConfig):
@@ -65,25 +66,58 @@ class HashEncoding(nn.Module):
     that only concerns points within half a cell of the box's upper faces).
     """
 
-    def __init__(self, cfg: HashGridConfig = HashGridConfig()):
+    def __init__(self, cfg: HashGridConfig = HashGridConfig(), device=None):
         super().__init__()
         self.cfg = cfg
         self.layout = level_layout(cfg)
         F = cfg.features_per_level
         self.output_dim = cfg.num_levels * F
-        self.levels = nn.ParameterList()
+        levels = []
         for scale, res, rows, dense in self.layout:
             shape = (1, F, res, res, res) if dense else (rows, F)
-            self.levels.append(nn.Parameter(torch.empty(shape).uniform_(-cfg.init_scale, cfg.init_scale)))
+            levels.append(nn.Parameter(torch.empty(shape).uniform_(-cfg.init_scale, cfg.init_scale)))
         self.register_buffer("corners", _corner_offsets("cpu"), persistent=False)
-        self._tcnn = None
         self._primes32 = [p - 2 ** 32 if p >= 2 ** 31 else p for p in PRIMES]  # int32 bit patterns
         self._hash_mask = 2 ** cfg.log2_table_size - 1
+        # tiny-cuda-nn, built here (not at the first forward) so that the optimiser, state_dict, resume and export
+        # all see its parameters: they are then the encoding's parameters, initialised from the same table layout.
+        self.tcnn: Optional[nn.Module] = None
+        if self._wants_tcnn(device):
+            self.tcnn = make_tcnn_encoding(cfg, _flat([p.detach() for p in levels], self.layout))
+            self.levels = None
+            # checkpoints keep the per-level layout whichever implementation trained them
+            self.register_state_dict_post_hook(_tcnn_state_to_levels)
+            self.register_load_state_dict_pre_hook(_levels_state_to_tcnn)
+        else:
+            self.levels = nn.ParameterList(levels)
+
+    def _wants_tcnn(self, device) -> bool:
+        impl = self.cfg.implementation
+        if impl == "torch" or (impl == "auto" and (device is None or torch.device(device).type != "cuda")):
+            return False
+        try:
+            import tinycudann  # noqa: F401  (optional accelerator)
+        except Exception as e:  # ImportError, or a broken CUDA build
+            if impl == "tcnn":
+                from dreamlmc.errors import DreamlmcError
+
+                raise DreamlmcError(f"renderer.field.hash_grid.implementation=tcnn, but tinycudann cannot be imported "
+                                    f"({type(e).__name__}); install it or use implementation=auto")
+            warnings.warn("tinycudann is not importable; using the pure-PyTorch hash grid on CUDA")
+            return False
+        return True
+
+    def tables(self) -> List[torch.Tensor]:
+        """The per-level tables in their parameter layout ((1, F, r, r, r) dense, (rows, F) hashed); with tiny-cuda-nn,
+        differentiable views of its flat parameters."""
+        if self.tcnn is None:
+            return list(self.levels)
+        return _unflat(self.tcnn.params.float(), self.layout, self.cfg.features_per_level)
 
     # -- index maths, shared by the fast path and the reference ------------------------------------------------
     def level_rows(self, level: int) -> torch.Tensor:
         """Level `level` as a flat (rows, F) table in tcnn's row order."""
-        p = self.levels[level]
+        p = self.tables()[level]
         return p.reshape(p.shape[1], -1).t() if p.dim() == 5 else p
 
     def level_indices(self, grid: torch.Tensor, level: int) -> torch.Tensor:
@@ -96,9 +130,9 @@ class HashEncoding(nn.Module):
         return idx % rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tcnn is not None:
+            return self.tcnn(x).float()
         if self.cfg.implementation == "auto":
-            if x.is_cuda and self._use_tcnn():
-                return self._tcnn(x).float()
             if not x.is_cuda and x.dtype == torch.float32 and self.levels[0].dtype == torch.float32:
                 from dreamlmc.renderers.cpu_kernels import hash_kernel
 
@@ -111,30 +145,31 @@ class HashEncoding(nn.Module):
         """The fused C++ path (CPU, float32): one pass over points for all levels; gradients to the tables."""
         meta = ([float(s) for s, _, _, _ in self.layout], [r for _, r, _, _ in self.layout],
                 [d for _, _, _, d in self.layout], [n for _, _, n, _ in self.layout], self.cfg.features_per_level)
-        return _FusedEncode.apply(kernel, meta, x.contiguous(), *self.levels)
+        return _FusedEncode.apply(kernel, meta, x.contiguous(), *self.tables())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The fast pure-PyTorch path."""
         N = x.shape[0]
+        tables = self.tables()
         outs: List[torch.Tensor] = []
         hashed = []
         for level, (scale, res, rows, dense) in enumerate(self.layout):
             if dense:
                 # align_corners=True puts corner i at normalised 2 i / (res - 1) - 1; border = clamp
                 g = (x * scale + 0.5) * (2.0 / (res - 1)) - 1.0
-                f = torch.nn.functional.grid_sample(self.levels[level], g.view(1, 1, 1, N, 3), mode="bilinear",
+                f = torch.nn.functional.grid_sample(tables[level], g.view(1, 1, 1, N, 3), mode="bilinear",
                                                     padding_mode="border", align_corners=True)
                 outs.append(f.view(-1, N).t())
             else:
                 outs.append(None)
                 hashed.append(level)
         if hashed:
-            feats = self._encode_hashed(x, hashed)
+            feats = self._encode_hashed(x, hashed, tables)
             for j, level in enumerate(hashed):
                 outs[level] = feats[:, j]
         return torch.cat(outs, dim=-1)
 
-    def _encode_hashed(self, x: torch.Tensor, levels: List[int]) -> torch.Tensor:
+    def _encode_hashed(self, x: torch.Tensor, levels: List[int], tables: List[torch.Tensor]) -> torch.Tensor:
         """All hashed levels' 8 corners in one pass -> (N, len(levels), F).
 
         Corner indices and trilinear weights are separable per axis, so they are built from (N, L, 2) factors by
@@ -154,7 +189,7 @@ class HashEncoding(nn.Module):
         idx = (idx & self._hash_mask).long()
         out = []
         for j, level in enumerate(levels):
-            out.append(_WeightedGather.apply(self.levels[level], idx[:, j], weights[:, j].to(self.levels[level].dtype)))
+            out.append(_WeightedGather.apply(tables[level], idx[:, j], weights[:, j].to(tables[level].dtype)))
         return torch.stack(out, dim=1)
 
     def reference_encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,27 +211,47 @@ class HashEncoding(nn.Module):
 
     def flat_table(self) -> torch.Tensor:
         """All levels' rows concatenated in tcnn's parameter order (dense levels padded to a multiple of 8)."""
-        parts = []
-        for level, (_, res, rows, dense) in enumerate(self.layout):
-            t = self.level_rows(level)
-            if dense and rows > t.shape[0]:
-                t = torch.cat([t, t.new_zeros(rows - t.shape[0], t.shape[1])])
-            parts.append(t)
-        return torch.cat(parts)
+        return _flat(self.tables(), self.layout)
 
-    # -- optional tiny-cuda-nn ---------------------------------------------------------------------------------
-    def _use_tcnn(self) -> bool:
-        if self._tcnn is False:
-            return False
-        if self._tcnn is None:
-            try:
-                import tinycudann as tcnn  # noqa: F401  (optional accelerator)
-            except Exception:  # ImportError, or a broken CUDA build
-                warnings.warn("tinycudann is not importable; using the pure-PyTorch hash grid on CUDA")
-                self._tcnn = False
-                return False
-            self._tcnn = make_tcnn_encoding(self.cfg, self.flat_table().detach()).to(self.levels[0].device)
-        return True
+
+def _flat(tables: List[torch.Tensor], layout) -> torch.Tensor:
+    """Per-level tables -> tcnn's flat parameter vector: level by level, (rows, F) row-major, rows padded to 8."""
+    parts = []
+    for t, (_, res, rows, dense) in zip(tables, layout):
+        rows_t = t.reshape(t.shape[1], -1).t() if t.dim() == 5 else t
+        if rows > rows_t.shape[0]:
+            rows_t = torch.cat([rows_t, rows_t.new_zeros(rows - rows_t.shape[0], rows_t.shape[1])])
+        parts.append(rows_t.reshape(-1))
+    return torch.cat(parts)
+
+
+def _unflat(flat: torch.Tensor, layout, F: int) -> List[torch.Tensor]:
+    """The inverse of _flat: tcnn's flat vector -> per-level tables in dreamlmc's parameter layout."""
+    out, offset = [], 0
+    for _, res, rows, dense in layout:
+        block = flat[offset: offset + rows * F].reshape(rows, F)
+        offset += rows * F
+        out.append(block[: res ** 3].t().reshape(1, F, res, res, res) if dense else block)
+    return out
+
+
+def _tcnn_state_to_levels(module, state_dict, prefix, local_metadata):
+    """state_dict post-hook: write the tcnn parameters as levels.0, levels.1, ... (the CPU layout)."""
+    flat = state_dict.pop(prefix + "tcnn.params")
+    for i, t in enumerate(_unflat(flat.detach().float(), module.layout, module.cfg.features_per_level)):
+        state_dict[f"{prefix}levels.{i}"] = t.contiguous()
+
+
+def _levels_state_to_tcnn(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                          error_msgs):
+    """load_state_dict pre-hook: levels.* (from any implementation) -> the tcnn module's flat parameters."""
+    keys = [f"{prefix}levels.{i}" for i in range(len(module.layout))]
+    if all(k in state_dict for k in keys):
+        flat = _flat([state_dict.pop(k) for k in keys], module.layout)
+        if flat.numel() != module.tcnn.params.numel():
+            raise ValueError(f"hash grid checkpoint holds {flat.numel()} parameters, tiny-cuda-nn's layout "
+                             f"{module.tcnn.params.numel()}")
+        state_dict[prefix + "tcnn.params"] = flat.to(module.tcnn.params.dtype)
 
 
 class _FusedEncode(torch.autograd.Function):
@@ -240,14 +295,18 @@ class _WeightedGather(torch.autograd.Function):
 
 
 def make_tcnn_encoding(cfg: HashGridConfig, table: torch.Tensor) -> nn.Module:
-    """A tinycudann.Encoding with the same config; its parameters are initialised from our table."""
+    """A tinycudann.Encoding with the same config, its parameters initialised from our flat table. A layout that does
+    not match ours parameter for parameter is an error (it would silently scramble the grid)."""
     import tinycudann as tcnn
 
     enc = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": cfg.num_levels,
                             "n_features_per_level": cfg.features_per_level,
                             "log2_hashmap_size": cfg.log2_table_size, "base_resolution": cfg.base_resolution,
                             "per_level_scale": cfg.growth_factor}, dtype=torch.float32)
+    if enc.params.numel() != table.numel():
+        raise ValueError(f"tiny-cuda-nn's hash grid has {enc.params.numel()} parameters where dreamlmc's layout has "
+                         f"{table.numel()} (levels {cfg.num_levels}, table 2^{cfg.log2_table_size}); refusing to "
+                         "truncate. Use renderer.field.hash_grid.implementation=torch")
     with torch.no_grad():
-        n = min(enc.params.numel(), table.numel())
-        enc.params[:n] = table.reshape(-1)[:n].to(enc.params)
+        enc.params.copy_(table.reshape(-1).to(enc.params))
     return enc

@@ -39,10 +39,11 @@ class RendererConfig:
 
 
 class Renderer(nn.Module):
-    def __init__(self, cfg: RendererConfig = RendererConfig()):
+    def __init__(self, cfg: RendererConfig = RendererConfig(), device=None):
+        """device: where the renderer will run (it picks the hash encoding's implementation: tiny-cuda-nn on CUDA)."""
         super().__init__()
         self.cfg = cfg
-        self.field = NeRFField(cfg.field)
+        self.field = NeRFField(cfg.field, device=device)
         step = 2.0 * cfg.field.bound / cfg.num_samples  # longest chord / samples
         self.occupancy = OccupancyGrid(cfg.occupancy, cfg.field.bound, step)
 
@@ -141,28 +142,42 @@ class Renderer(nn.Module):
     def _march(self, pts, delta, valid):
         """Evaluate the field at valid samples, front to back in cfg.march_chunks chunks of samples; a ray whose
         transmittance (from the densities already evaluated) falls below early_stop_eps is not evaluated further.
-        -> density (R, S), albedo (R, S, 3), number of points evaluated."""
+        -> density (R, S) (for NeuS opacity, the density whose α over each sample's interval is NeuS's), albedo
+        (R, S, 3), number of points evaluated."""
         cfg = self.cfg
         R, S = valid.shape
-        dens_parts, alb_parts, n_points = [], [], 0
+        neus = self.field.is_sdf and self.field.cfg.sdf_rendering == "neus"
+        # skipped samples: no density; for NeuS a far-outside sdf (Φ = 1), and no opacity for their intervals
+        fill = _FAR_SDF if neus else 0.0
+        geo_parts, alb_parts, n_points = [], [], 0
         trans = torch.ones(R, device=pts.device, dtype=pts.dtype)
+        prev_last = torch.full((R,), fill, device=pts.device, dtype=pts.dtype)
         bounds = torch.linspace(0, S, max(1, cfg.march_chunks) + 1).round().long().tolist()
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             v = valid[:, lo:hi]
             if cfg.early_stop_eps > 0 and lo > 0:
                 v = v & (trans > cfg.early_stop_eps)[:, None]
             sel = v.nonzero(as_tuple=True)
-            d = torch.zeros(R, hi - lo, device=pts.device, dtype=pts.dtype)
+            g = torch.full((R, hi - lo), fill, device=pts.device, dtype=pts.dtype)
             a = torch.zeros(R, hi - lo, 3, device=pts.device, dtype=pts.dtype)
             if sel[0].numel() > 0:
-                d_sel, a_sel = self.field(pts[:, lo:hi][sel])
-                d = d.index_put(sel, d_sel)
+                g_sel, a_sel = self.field.geometry_and_albedo(pts[:, lo:hi][sel])
+                g = g.index_put(sel, g_sel if neus else self.field.density_from_geometry(g_sel))
                 a = a.index_put(sel, a_sel)
                 n_points += sel[0].numel()
-            trans = trans * torch.exp(-(d.detach() * delta[:, lo:hi]).sum(-1))
-            dens_parts.append(d)
+            if neus:  # opacity so far: chunks overlap by one sample for the consecutive differences
+                d = _neus_density(torch.cat([prev_last[:, None], g], 1).detach(), self.field.beta,
+                                  delta[:, lo - 1:hi])[:, 1:] if lo > 0 else \
+                    _neus_density(g.detach(), self.field.beta, delta[:, lo:hi])
+                trans = trans * torch.exp(-(d * delta[:, lo:hi]).sum(-1))
+                prev_last = g[:, -1].detach()
+            else:
+                trans = trans * torch.exp(-(g.detach() * delta[:, lo:hi]).sum(-1))
+            geo_parts.append(g)
             alb_parts.append(a)
-        return torch.cat(dens_parts, 1), torch.cat(alb_parts, 1), n_points
+        geo = torch.cat(geo_parts, 1)
+        density = _neus_density(geo, self.field.beta, delta) if neus else geo
+        return density, torch.cat(alb_parts, 1), n_points
 
     @torch.no_grad()
     def _render_chunked(self, cameras, mode, generator, perturb, chunk):
@@ -177,3 +192,19 @@ class Renderer(nn.Module):
             outs.append(self.forward(one, mode, generator, perturb))
         keys = [k for k in outs[0] if outs[0][k].dim() == 4]
         return {k: torch.cat([o[k] for o in outs]) for k in keys}
+
+
+_FAR_SDF = 10.0  # the sdf given to samples that were not evaluated (empty space: Φ = 1 in float32)
+
+
+def _neus_density(sdf: torch.Tensor, scale: float, delta: torch.Tensor) -> torch.Tensor:
+    """NeuS's discrete opacity along rays, as the density that composite_weights turns back into it.
+
+    sdf (R, S) at consecutive samples (_FAR_SDF where not evaluated); α_i = clamp((Φ_i − Φ_i+1) / Φ_i, 0, 1) with
+    Φ = sigmoid(sdf / scale) for intervals whose first sample was evaluated, else 0 (an unevaluated sample has no
+    colour); the last sample's α = 0 -> σ_i = −log(1 − α_i) / δ_i."""
+    phi = torch.sigmoid(sdf / scale)
+    nxt = torch.cat([phi[:, 1:], torch.ones_like(phi[:, :1])], 1)
+    alpha = ((phi - nxt) / phi.clamp(min=1e-6)).clamp(0.0, 1.0 - 1e-6)
+    alpha = torch.where(sdf < _FAR_SDF, alpha, torch.zeros_like(alpha))
+    return -torch.log1p(-alpha) / delta.clamp(min=1e-8)

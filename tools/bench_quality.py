@@ -204,7 +204,10 @@ def main(argv=None) -> int:
         for i, out in enumerate(pool.map(train_job, [(j, args.workdir, steps) for j in all_jobs])):
             print(f"  [{i + 1}/{len(all_jobs)}] {Path(out).name} ({time.time() - t0:.0f} s)", flush=True)
     t_train = time.time() - t0
+    import torch
 
+    # evaluation runs beside other work more often than not; one thread avoids OpenMP's spinning on busy cores
+    torch.set_num_threads(1)
     from dreamlmc import metrics
     from dreamlmc.metrics import evaluate_run, load_run
     from tools.benchutil import machine, table

@@ -99,6 +99,25 @@ def main(argv=None) -> int:
                                      "fwd_bwd": res["torch fast path"]["fwd_bwd_s"] / res["fused"]["fwd_bwd_s"]}
         rows.append({"what": "fused: speed-up over the torch fast path (fwd / fwd+bwd)",
                      "ratio": f"{ratio['fused_over_torch']['fwd']:.1f}x / {ratio['fused_over_torch']['fwd_bwd']:.1f}x"})
+    # compositing: dreamlmc's pure-PyTorch weights against nerfacc's batched-layout volume rendering, where installed
+    # (nerfacc is not a dependency: this row is the measurement behind that choice)
+    try:
+        import nerfacc
+    except Exception:  # not installed, or broken: nothing to compare
+        nerfacc = None
+    if nerfacc is not None:
+        from dreamlmc.renderers.raymarch import composite_weights
+
+        R, S = 1024, ren.cfg.num_samples  # one 32x32 training render
+        sig = (torch.rand(R, S, device=dev) * 20).requires_grad_()
+        edges = torch.linspace(0, 2, S + 1, device=dev).expand(R, S + 1)
+        t0s, t1s = edges[:, :-1].contiguous(), edges[:, 1:].contiguous()
+        ours = median_time(lambda: composite_weights(sig, t1s - t0s)[0].sum().backward(), 50, sync=sync)
+        theirs = median_time(lambda: nerfacc.render_weight_from_density(t0s, t1s, sig)[0].sum().backward(), 50,
+                             sync=sync)
+        rows.append({"what": f"compositing 32x32 x {S} samples fwd+bwd: dreamlmc", "ms": 1000 * ours})
+        rows.append({"what": f"compositing 32x32 x {S} samples fwd+bwd: nerfacc {nerfacc.__version__}",
+                     "ms": 1000 * theirs})
     info = machine()
     print(f"machine: {info}")
     print(f"occupancy after fitting a red cube: {ren.occupancy.occupancy_fraction():.3f} of the grid")
