@@ -13,25 +13,26 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
+from dreamlmc.config import spec
 
 
 @dataclass
 class CameraConfig:
     """Ranges of the random training cameras (degrees, scene units)."""
 
-    elevation_range: Tuple[float, float] = (-10.0, 45.0)
-    azimuth_range: Tuple[float, float] = (-180.0, 180.0)
+    elevation_range: Tuple[float, float] = spec((-10.0, 45.0), ge=-90.0, le=90.0, ordered=True)
+    azimuth_range: Tuple[float, float] = spec((-180.0, 180.0), ge=-360.0, le=360.0, ordered=True)
     # The world's objects are bounded by radius ~0.9, so the DreamFusion ranges (radius 1.5-2, object radius ~0.5)
     # are scaled here to keep the whole object in frame.
-    radius_range: Tuple[float, float] = (2.0, 2.6)
-    fovy_range: Tuple[float, float] = (45.0, 60.0)
-    jitter: float = 0.02  # std of the look-at point around the origin, scene units
-    light_jitter: float = 0.5  # std of the point light around the camera position, scene units
+    radius_range: Tuple[float, float] = spec((2.0, 2.6), gt=0.0, le=100.0, ordered=True)
+    fovy_range: Tuple[float, float] = spec((45.0, 60.0), gt=0.0, lt=180.0, ordered=True)
+    jitter: float = spec(0.02, ge=0.0, le=1.0)  # std of the look-at point around the origin, scene units
+    light_jitter: float = spec(0.5, ge=0.0, le=100.0)  # std of the point light around the camera position, scene units
     stratified: bool = True  # azimuths spread evenly within a batch, each jittered in its own bin
     # Orbit (turntable / preview / evaluation) cameras
-    orbit_elevation: float = 15.0
-    orbit_radius: float = 2.5
-    orbit_fovy: float = 50.0
+    orbit_elevation: float = spec(15.0, ge=-90.0, le=90.0)
+    orbit_radius: float = spec(2.5, gt=0.0, le=100.0)
+    orbit_fovy: float = spec(50.0, gt=0.0, lt=180.0)
 
 
 @dataclass

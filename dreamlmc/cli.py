@@ -32,6 +32,11 @@ def prepare_run_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DreamlmcError(f"--out {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()):
+        from dreamlmc.io import RunLock
+
+        if (out / RunLock.NAME).exists() and RunLock.held_by_other(out):
+            raise DreamlmcError(f"--out {out} is being written by another dreamlmc process; wait for it or stop it "
+                                "(--force never replaces a run that is in progress)")
         if not force:
             what = "a finished run" if (out / DONE).exists() else (
                 "an unfinished run (continue it with --resume)" if (out / "checkpoints").exists() else "files")
@@ -77,6 +82,13 @@ def _yaml_str(s: str) -> str:
 def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None) -> Path:
     """Train (or resume) into the run folder, then write its outputs and DONE. trainer_cls: a Trainer subclass
     (the quality benchmark's photometric ceiling); default Trainer."""
+    from dreamlmc.io import RunLock
+
+    with RunLock(out):  # one writer per run folder
+        return _run_training_locked(cfg, out, quiet, resume, log, trainer_cls)
+
+
+def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer_cls) -> Path:
     from dreamlmc.config import dump_yaml
     from dreamlmc.io import atomic_write_text
     from dreamlmc.trainer import Trainer
@@ -121,7 +133,7 @@ def _run_info(trainer, wall_s: float) -> dict:
 
 def cmd_train(args) -> int:
     from dreamlmc.config import load_yaml
-    from dreamlmc.trainer import TrainConfig, resolve_config
+    from dreamlmc.trainer import resolve_config
 
     if args.resume:
         run = Path(args.resume)
@@ -131,6 +143,11 @@ def cmd_train(args) -> int:
             raise DreamlmcError(f"--resume {run}: that run is finished; pass --steps N to train it further")
         if not (run / "checkpoints" / "last.safetensors").exists():
             raise DreamlmcError(f"--resume {run}: no checkpoint yet; start it again with --force")
+        from dreamlmc.io import RunLock
+
+        if RunLock.held_by_other(run):  # before touching config.yaml or DONE
+            raise DreamlmcError(f"--resume {run}: it is being written by another dreamlmc process; wait for it or "
+                                "stop it")
         data = load_yaml(run / "config.yaml")
         extra = [f"steps={args.steps}"] if args.steps is not None else []
         cfg = resolve_config([data], extra + list(args.overrides))
@@ -252,14 +269,17 @@ def cmd_export(args) -> int:
     ecfg = replace(cfg.export, format=args.format or cfg.export.format,
                    resolution=args.resolution or cfg.export.resolution,
                    texture=args.texture or cfg.export.texture)
-    if ecfg.resolution < 8:
-        raise DreamlmcError("--resolution must be at least 8")
-    trainer = Trainer(cfg, run, progress=False)
-    trainer.load_checkpoint()
-    out = Path(args.out) if args.out else run / f"model.{ecfg.format}"
-    threshold = None if args.threshold is None else (args.threshold if args.threshold == "auto" else
-                                                     _float(args.threshold, "--threshold"))
-    trainer.export_mesh(out, ecfg, threshold=threshold)
+    if not 8 <= ecfg.resolution <= 512:
+        raise DreamlmcError(f"--resolution must be between 8 and 512 (cells per axis), got {ecfg.resolution}")
+    from dreamlmc.io import RunLock
+
+    with RunLock(run):
+        trainer = Trainer(cfg, run, progress=False)
+        trainer.load_checkpoint()
+        out = Path(args.out) if args.out else run / f"model.{ecfg.format}"
+        threshold = None if args.threshold is None else (args.threshold if args.threshold == "auto" else
+                                                         _float(args.threshold, "--threshold"))
+        trainer.export_mesh(out, ecfg, threshold=threshold)
     print(out)
     return 0
 

@@ -1,11 +1,14 @@
 """Typed configuration: nested dataclasses (each component declares its own next to its code), YAML presets that
 set only what differs from the defaults, and dotted command-line overrides (`renderer.num_samples=48`).
 
-Unknown keys and wrong types are DreamlmcErrors naming the dotted key.
+Unknown keys, wrong types and values out of range are DreamlmcErrors naming the dotted key, the value and what is
+allowed. Ranges are declared next to each key with spec(default, ge=..., le=..., ...) (stored in the dataclass field's
+metadata) and checked here at load, for presets, overrides and defaults alike; every float must be finite.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
@@ -65,6 +68,57 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def spec(default: Any, *, ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
+         lt: Optional[float] = None, ordered: bool = False, sums_to: Optional[float] = None,
+         nonempty: bool = False, doc: str = ""):
+    """A dataclass field with its allowed values: bounds (applied to each item of a tuple), ordered (a (lo, hi) range
+    with lo <= hi), sums_to (items sum to this, e.g. probabilities), nonempty (strings)."""
+    check = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, ordered=ordered, sums_to=sums_to,
+                                   nonempty=nonempty).items() if v is not None and v is not False}
+    return dataclasses.field(default=default, metadata={"check": check, "doc": doc})
+
+
+def _describe(check: Dict[str, Any]) -> str:
+    parts = []
+    for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if key in check:
+            parts.append(f"{op} {check[key]:g}" if isinstance(check[key], float) else f"{op} {check[key]}")
+    return " and ".join(parts)
+
+
+def check_value(value: Any, check: Dict[str, Any], key: str) -> None:
+    """Raise DreamlmcError when value breaks the field's declared check (None passes: Optional)."""
+    if value is None:
+        return
+    items = list(value) if isinstance(value, (tuple, list)) else [value]
+    for i, v in enumerate(items):
+        where = f"{key}[{i}]" if isinstance(value, (tuple, list)) else key
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DreamlmcError(f"config key '{where}' must be a finite number, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            bad = (("ge" in check and not v >= check["ge"]) or ("gt" in check and not v > check["gt"]) or
+                   ("le" in check and not v <= check["le"]) or ("lt" in check and not v < check["lt"]))
+            if bad:
+                raise DreamlmcError(f"config key '{where}' must be {_describe(check)}, got {v!r}")
+        if check.get("nonempty") and isinstance(v, str) and not v.strip():
+            raise DreamlmcError(f"config key '{where}' must not be empty")
+    if check.get("ordered") and len(items) == 2 and not items[0] <= items[1]:
+        raise DreamlmcError(f"config key '{key}' is a range (lo, hi) with lo <= hi, got {list(items)}")
+    if "sums_to" in check and abs(sum(items) - check["sums_to"]) > 1e-6:
+        raise DreamlmcError(f"config key '{key}' must sum to {check['sums_to']:g} (probabilities), got {list(items)} "
+                            f"(sum {sum(items):g})")
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Check every field of a config dataclass instance against its spec; floats must be finite everywhere."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            continue  # nested sections are checked when they are built
+        check_value(value, f.metadata.get("check", {}), key)
+
+
 def from_dict(cls: Type[T], data: Dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a (partial) dict; missing keys keep their defaults."""
     hints = typing.get_type_hints(cls)
@@ -76,8 +130,14 @@ def from_dict(cls: Type[T], data: Dict[str, Any], prefix: str = "") -> T:
             raise DreamlmcError(f"unknown config key '{key}'" + _suggest(k, names))
         kwargs[k] = _check_value(v, hints[k], key)
     obj = cls(**kwargs)
+    check_fields(obj, prefix)
     if hasattr(obj, "validate"):
-        obj.validate()
+        try:
+            obj.validate()
+        except DreamlmcError as e:  # name the section's dotted path
+            msg = str(e)
+            raise DreamlmcError(msg if not prefix or msg.startswith(prefix) or "'" + prefix in msg
+                                else f"{prefix}: {msg}")
     return obj
 
 

@@ -5,28 +5,36 @@ It takes plain callables (density_fn, albedo_fn: (N, 3) points -> (N,) / (N, 3))
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import numpy as np
 import torch
 
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.io import atomic_write
+from dreamlmc.config import spec
 
 Threshold = Union[float, str]
 
 
 @dataclass
 class ExportConfig:
-    resolution: int = 128  # density grid cells per axis
-    threshold: str = "auto"  # "auto" or a number (density units)
-    min_component_fraction: float = 0.05  # drop pieces with fewer faces than this fraction of the largest
+    resolution: int = spec(128, ge=8, le=512)  # density grid cells per axis
+    threshold: Any = "auto"  # "auto" (match the renders' silhouettes) or a number (density units)
+    min_component_fraction: float = spec(0.05, ge=0.0, le=1.0)  # drop pieces with fewer faces than this fraction of the largest
     texture: bool = False
-    texture_size: int = 512
-    max_faces_for_texture: int = 20000  # decimate above this before UV unwrapping
+    texture_size: int = spec(512, ge=16, le=8192)
+    max_faces_for_texture: int = spec(20000, ge=100, le=10_000_000)  # decimate above this before UV unwrapping
     format: Literal["glb", "obj", "ply"] = "glb"
+
+    def validate(self):
+        t = self.threshold
+        ok = t == "auto" or (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t))
+        if not ok:
+            raise DreamlmcError(f"config key 'export.threshold' must be auto or a finite number, got {t!r}")
 
 
 @torch.no_grad()

@@ -26,26 +26,27 @@ from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
 from dreamlmc.io import atomic_write, atomic_write_text
 from dreamlmc.renderers.renderer import Renderer, RendererConfig
 from dreamlmc.renderers.shading import choose_mode
+from dreamlmc.config import spec
 
 
 @dataclass
 class TrainConfig:
     prompt: str = ""
-    model: str = "builtin"
+    model: str = spec("builtin", nonempty=True)
     device: str = "cpu"
-    seed: int = 0
-    steps: int = 1000
-    batch_size: int = 1
-    resolution: int = 0  # render size for guidance; 0: the prior's resolution
-    lr: float = 0.01
-    lr_background: float = 0.001
-    adam_eps: float = 1e-15
+    seed: int = spec(0, ge=0, le=2**63 - 1)
+    steps: int = spec(1000, ge=0, le=1_000_000)
+    batch_size: int = spec(1, ge=1, le=64)
+    resolution: int = spec(0, ge=0, le=1024)  # render size for guidance; 0: the prior's resolution
+    lr: float = spec(0.01, gt=0.0, le=10.0)
+    lr_background: float = spec(0.001, gt=0.0, le=10.0)
+    adam_eps: float = spec(1e-15, gt=0.0, le=1.0)
     view_prompts: bool = True  # append ", front view" etc. per camera
-    checkpoint_every: int = 100
-    max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
-    preview_resolution: int = 96
-    turntable_frames: int = 36
-    turntable_fps: int = 24
+    checkpoint_every: int = spec(100, ge=1)
+    max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
+    preview_resolution: int = spec(96, ge=8, le=1024)
+    turntable_frames: int = spec(36, ge=1, le=720)
+    turntable_fps: int = spec(24, ge=1, le=120)
     camera: CameraConfig = field(default_factory=CameraConfig)
     renderer: RendererConfig = field(default_factory=RendererConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -61,6 +62,7 @@ class TrainConfig:
 
 
 CHECKPOINT = "checkpoints/last.safetensors"
+STATE_KEY = "dreamlmc_state"  # safetensors header entry with the checkpoint's non-tensor state (JSON)
 
 
 def _flatten_state(prefix: str, obj, tensors: Dict[str, torch.Tensor], meta: Dict):
@@ -103,6 +105,17 @@ def _unflatten_state(tensors: Dict[str, torch.Tensor], meta: Dict):
         return obj
 
     return fix("", root)
+
+
+def checkpoint_state(path: Path) -> Dict:
+    """The non-tensor state of a checkpoint file (step, RNG metadata, ...), without loading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    if STATE_KEY in header:
+        return json.loads(header[STATE_KEY])
+    return json.loads(Path(path).with_suffix(".json").read_text())
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> Dict:
@@ -165,8 +178,11 @@ class Trainer:
         tensors, meta = {}, {}
         _flatten_state("", self.state(), tensors, meta)
         path = self.run_dir / CHECKPOINT
-        atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+        # one file: the non-tensor state rides in the safetensors header, so a kill can never pair new tensors
+        # with old metadata
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt", STATE_KEY: json.dumps(meta)}),
+                     what=f"free space and resume with 'dreamlmc train --resume {self.run_dir}'")
+        path.with_suffix(".json").unlink(missing_ok=True)  # the two-file layout of older versions
         return path
 
     def load_checkpoint(self, path: Optional[Path] = None) -> None:
@@ -175,7 +191,7 @@ class Trainer:
         path = Path(path or self.run_dir / CHECKPOINT)
         try:
             tensors = load_file(str(path))
-            meta = json.loads(path.with_suffix(".json").read_text())
+            meta = checkpoint_state(path)  # older versions kept it in a .json beside the tensors
             st = _unflatten_state(tensors, meta)
             self.renderer.load_state_dict(st["renderer"])
             _load_optimizer_state(self.optimizer, st["optimizer"])
@@ -367,6 +383,8 @@ def write_video(frames: List[np.ndarray], path: Path, fps: int) -> Path:
         atomic_write(path, lambda p: imageio.mimwrite(p, frames, fps=fps, format="FFMPEG", codec="libx264",
                                                        quality=8, macro_block_size=1))
         return path
+    except DreamlmcError:  # the disk, not ffmpeg: a GIF would fail the same way
+        raise
     except Exception:
         gif = path.with_suffix(".gif")
         atomic_write(gif, lambda p: imageio.mimwrite(p, frames, format="GIF", duration=1.0 / fps, loop=0))

@@ -20,6 +20,7 @@ from dreamlmc.guidance.backends.base import DiffusionBackend
 from dreamlmc.guidance.corrective import Corrective, load_corrective
 from dreamlmc.guidance.lmc import lmc_loss
 from dreamlmc.guidance.noise import NoiseSource
+from dreamlmc.config import spec
 
 
 @dataclass
@@ -27,23 +28,23 @@ class LMCConfig:
     gradient: Literal["jacobian", "residual"] = "jacobian"
     x_hat_from: Literal["conditional", "guided"] = "conditional"
     c_t: Literal["alpha_over_sigma", "one"] = "alpha_over_sigma"
-    weight: float = 1.0  # λ
+    weight: float = spec(1.0, ge=0.0, le=1e4)  # λ
     eps: Literal["shared", "fresh"] = "shared"  # ε of the L_lmc term: the L_cond one, or a fresh draw (2nd UNet call)
 
 
 @dataclass
 class GuidanceConfig:
     kind: Literal["sds", "lmc-sds"] = "lmc-sds"
-    guidance_scale: float = 20.0
-    t_range: Tuple[float, float] = (0.02, 0.98)
+    guidance_scale: float = spec(20.0, ge=0.0, le=1e4)
+    t_range: Tuple[float, float] = spec((0.02, 0.98), ge=0.0, le=1.0, ordered=True)
     # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
     # the object early, small t refines it late
-    t_max_end: Optional[float] = None
+    t_max_end: Optional[float] = spec(None, ge=0.0, le=1.0)
     weighting: Literal["sds", "uniform"] = "sds"
     fixed_eps: bool = True
-    eps_seed: int = 0
-    corrective: str = "auto"  # path to a k_psi .safetensors, "auto" (the prior's shipped one) or "identity"
-    grad_clip: Optional[float] = None  # clip each element of the gradient on x to [-c, c]
+    eps_seed: int = spec(0, ge=0, le=2**63 - 1)
+    corrective: str = spec("auto", nonempty=True)  # path to a k_psi .safetensors, "auto" (the prior's shipped one) or "identity"
+    grad_clip: Optional[float] = spec(None, gt=0.0)  # clip each element of the gradient on x to [-c, c]
     lmc: LMCConfig = field(default_factory=LMCConfig)
 
     def validate(self):
@@ -52,6 +53,9 @@ class GuidanceConfig:
             raise DreamlmcError(f"guidance.t_range must satisfy 0 <= lo <= hi <= 1, got {self.t_range}")
         if self.guidance_scale < 0:
             raise DreamlmcError(f"guidance.guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.t_max_end is not None and self.t_max_end < lo:
+            raise DreamlmcError(f"config key 'guidance.t_max_end' must be >= guidance.t_range[0] ({lo:g}), "
+                                f"got {self.t_max_end}")
 
 
 class ScoreDistillation:

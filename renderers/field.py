@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dreamlmc.renderers.hash_grid import HashEncoding, HashGridConfig
+from dreamlmc.config import spec
 
 # tetrahedral finite-difference stencil: sum_i k_i f(x + e k_i) = 4 e grad f(x) + O(e^3)
 _TETRA = ((1, -1, -1), (-1, -1, 1), (-1, 1, -1), (1, 1, 1))
@@ -25,29 +26,29 @@ _TETRA = ((1, -1, -1), (-1, -1, 1), (-1, 1, -1), (1, 1, 1))
 @dataclass
 class FieldConfig:
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
-    hidden_dim: int = 64
-    bound: float = 1.0  # the field lives in [-bound, bound]^3 (scene units)
+    hidden_dim: int = spec(64, ge=1, le=4096)
+    bound: float = spec(1.0, gt=0.0, le=100.0)  # the field lives in [-bound, bound]^3 (scene units)
     geometry: Literal["density", "sdf"] = "density"
     # density geometry: bias blob_density * (1 - r / blob_radius) (Magic3D/threestudio style), a solid ball at init
     # so the first renders are not empty, and clearly empty space far from the centre. sdf geometry: a sphere of
     # radius blob_radius at init.
-    blob_density: float = 10.0
-    blob_radius: float = 0.5
+    blob_density: float = spec(10.0, ge=0.0, le=1e4)
+    blob_radius: float = spec(0.5, gt=0.0, le=100.0)
     # sdf geometry: the Laplace scale β (scene units) of the density, annealed geometrically from sdf_beta to
     # sdf_beta_end over training (None: constant)
-    sdf_beta: float = 0.05
-    sdf_beta_end: Optional[float] = None
+    sdf_beta: float = spec(0.05, gt=0.0, le=1.0)
+    sdf_beta_end: Optional[float] = spec(None, gt=0.0, le=1.0)
     # sdf geometry: how opacity follows from the sdf along a ray. "volsdf": density Ψ_β(−sdf)/β per sample;
     # "neus": α_i = (Φ(s_i) − Φ(s_i+1)) / Φ(s_i) from consecutive samples, Φ a sigmoid of scale β (NeuS's
     # discrete opacity: 50 % opacity exactly where a ray meets the zero level set, silhouettes included)
     sdf_rendering: Literal["volsdf", "neus"] = "volsdf"
     # coarse-to-fine: only the first progressive_start levels at first, all of them from progressive_until (a
     # fraction of training) on, levels switched on evenly in between (None: all levels throughout)
-    progressive_start: Optional[int] = None
-    progressive_until: float = 0.5
-    normal_eps: float = 0.01  # finite-difference step for normals (scene units)
+    progressive_start: Optional[int] = spec(None, ge=1, le=32)
+    progressive_until: float = spec(0.5, ge=0.0, le=1.0)
+    normal_eps: float = spec(0.01, gt=0.0, le=0.5)  # finite-difference step for normals (scene units)
     background: Literal["white", "black", "random", "mlp"] = "white"  # random: a random solid colour per view
-    background_hidden_dim: int = 16
+    background_hidden_dim: int = spec(16, ge=1, le=1024)
 
 
 class NeRFField(nn.Module):

@@ -17,6 +17,7 @@ from typing import List, Literal, Optional
 
 import torch
 import torch.nn as nn
+from dreamlmc.config import spec
 
 PRIMES = (1, 2654435761, 805459861)
 
@@ -27,12 +28,12 @@ class HashGridConfig:
     # box, all dense. Measured on "a red cube" (1000 steps): levels up to 89 cells left sub-pixel speckle in 96 px
     # previews that the 32 px guidance cannot see, and cost 146 s against 106 s for these. GPU presets use 16
     # levels up to 2048 with a hashed table (configs/).
-    num_levels: int = 5
-    features_per_level: int = 2
-    log2_table_size: int = 19
-    base_resolution: int = 8
-    growth_factor: float = 1.41
-    init_scale: float = 1e-4
+    num_levels: int = spec(5, ge=1, le=32)
+    features_per_level: int = spec(2, ge=1, le=8)
+    log2_table_size: int = spec(19, ge=4, le=24)
+    base_resolution: int = spec(8, ge=2, le=4096)
+    growth_factor: float = spec(1.41, ge=1.0, le=4.0)
+    init_scale: float = spec(1e-4, ge=0.0, le=1.0)
     # "auto": the fused C++ kernel on the CPU where it builds (renderers/cpu_kernels.py), tiny-cuda-nn on CUDA where
     # importable, else pure PyTorch; "torch": always the pure-PyTorch path (the reference the others are tested
     # against); "tcnn": tiny-cuda-nn, required (an error where it cannot be imported)

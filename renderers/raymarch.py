@@ -10,6 +10,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from dreamlmc.config import spec
 
 
 def ray_sphere_near_far(rays_o: torch.Tensor, rays_d: torch.Tensor, radius: float
@@ -59,14 +60,14 @@ def accumulate(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 @dataclass
 class OccupancyConfig:
     enabled: bool = True
-    resolution: int = 32  # cells per axis over [-bound, bound]^3
-    update_every: int = 16  # training steps between updates
-    decay: float = 0.95  # EMA decay of the stored density
-    threshold: float = 0.01  # a cell is occupied where its opacity over one sample step exceeds this
+    resolution: int = spec(32, ge=2, le=256)  # cells per axis over [-bound, bound]^3
+    update_every: int = spec(16, ge=1)  # training steps between updates
+    decay: float = spec(0.95, ge=0.0, le=1.0)  # EMA decay of the stored density
+    threshold: float = spec(0.01, ge=0.0)  # a cell is occupied where its opacity over one sample step exceeds this
     # cells of margin around occupied ones. 0 (like nerfacc): measured on a fitted cube, a 1-cell margin evaluates
     # 65 % more samples (76k vs 46k per 64x64 render) for the same PSNR; surfaces still grow through the shared
     # coarse levels and the periodic re-evaluation of every cell.
-    dilate: int = 0
+    dilate: int = spec(0, ge=0, le=8)
 
 
 class OccupancyGrid(torch.nn.Module):

@@ -16,6 +16,7 @@ from dreamlmc.renderers.field import FieldConfig, NeRFField, eikonal
 from dreamlmc.renderers.raymarch import (OccupancyConfig, OccupancyGrid, accumulate, composite_weights,
                                          ray_sphere_near_far, stratified_samples)
 from dreamlmc.renderers.shading import ShadingConfig, shade
+from dreamlmc.config import spec
 
 
 @dataclass
@@ -23,19 +24,19 @@ class RendererConfig:
     field: FieldConfig = dc_field(default_factory=FieldConfig)
     occupancy: OccupancyConfig = dc_field(default_factory=OccupancyConfig)
     shading: ShadingConfig = dc_field(default_factory=ShadingConfig)
-    num_samples: int = 48  # stratified samples per ray through the bounding sphere
-    normal_weight_threshold: float = 1e-3  # normals only where a sample's weight exceeds this (-25 % render time)
+    num_samples: int = spec(48, ge=1, le=1024)  # stratified samples per ray through the bounding sphere
+    normal_weight_threshold: float = spec(1e-3, ge=0.0, le=1.0)  # normals only where a sample's weight exceeds this (-25 % render time)
     # Skip samples behind what the occupancy grid's stored densities say is opaque (transmittance estimate below
     # this); 0 disables. The grid is conservative (an EMA of maxima), so a few samples into a surface still run.
-    early_stop_eps: float = 1e-4
-    march_chunks: int = 4  # samples are evaluated front to back in this many chunks, stopping opaque rays early
-    orientation_weight: float = 0.01
-    sparsity_weight: float = 0.0
-    sparsity_eps: float = 0.01
+    early_stop_eps: float = spec(1e-4, ge=0.0, lt=1.0)
+    march_chunks: int = spec(4, ge=1, le=64)  # samples are evaluated front to back in this many chunks, stopping opaque rays early
+    orientation_weight: float = spec(0.01, ge=0.0)
+    sparsity_weight: float = spec(0.0, ge=0.0)
+    sparsity_eps: float = spec(0.01, gt=0.0)
     # sdf geometry: weight of the eikonal term (|grad sdf| = 1) at the shaded samples and at eikonal_points random
     # points of the box per training render (keeps the sdf a distance away from the surface too)
-    eikonal_weight: float = 0.1
-    eikonal_points: int = 1024
+    eikonal_weight: float = spec(0.1, ge=0.0)
+    eikonal_points: int = spec(1024, ge=0, le=1_000_000)
 
 
 class Renderer(nn.Module):

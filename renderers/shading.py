@@ -8,18 +8,19 @@ from dataclasses import dataclass
 from typing import Tuple
 
 import torch
+from dreamlmc.config import spec
 
 SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
 
 
 @dataclass
 class ShadingConfig:
-    ambient: float = 0.2
-    diffuse: float = 0.8
+    ambient: float = spec(0.2, ge=0.0, le=2.0)
+    diffuse: float = spec(0.8, ge=0.0, le=2.0)
     # Per-step probabilities of (albedo, lambertian, textureless) after the albedo-only warm-up.
-    probabilities: Tuple[float, float, float] = (0.25, 0.375, 0.375)
-    albedo_warmup_steps: int = 0
-    textureless_albedo: float = 0.8  # grey level used for the textureless shading
+    probabilities: Tuple[float, float, float] = spec((0.25, 0.375, 0.375), ge=0.0, le=1.0, sums_to=1.0)
+    albedo_warmup_steps: int = spec(0, ge=0)
+    textureless_albedo: float = spec(0.8, ge=0.0, le=1.0)  # grey level used for the textureless shading
 
 
 def lambertian(albedo: torch.Tensor, normal: torch.Tensor, light_dir: torch.Tensor,
