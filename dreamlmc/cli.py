@@ -172,8 +172,9 @@ def cmd_variations(args) -> int:
 
     from dreamlmc.trainer import resolve_config, save_png
 
-    if args.count < 1:
-        raise DreamlmcError("--count must be >= 1")
+    if not 1 <= args.count <= 64:
+        raise DreamlmcError(f"--count must be between 1 and 64 (each variation is a full training run), got "
+                            f"{args.count}")
     out = Path(args.out)
     prepare_run_dir(out, args.force)
     presets = _load_presets(args.config)
@@ -291,30 +292,49 @@ def _float(s: str, name: str) -> float:
         raise DreamlmcError(f"{name} must be a number or 'auto', got {s!r}")
 
 
+MAX_SAMPLES = 4096  # dreamlmc sample --count: above this the contact sheet itself becomes unwieldy (README)
+SAMPLE_CHUNK = 64  # samples drawn at once: memory stays bounded whatever --count is
+
+
 def cmd_sample(args) -> int:
     import torch
+    from tqdm import tqdm
 
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
     from dreamlmc.guidance.builtin_prior import sample
     from dreamlmc.trainer import save_png
 
-    if args.count < 1 or args.steps < 1:
-        raise DreamlmcError("--count and --steps must be >= 1")
-    be = load_backend(args.model)
-    if not isinstance(be, BuiltinBackend):
-        raise DreamlmcError("dreamlmc sample draws from the built-in prior; use diffusers pipelines for others")
+    if not 1 <= args.count <= MAX_SAMPLES:
+        raise DreamlmcError(f"--count must be between 1 and {MAX_SAMPLES}, got {args.count}")
+    if not 1 <= args.steps <= 1000:
+        raise DreamlmcError(f"--steps must be between 1 and 1000, got {args.steps}")
+    if not (0 <= args.guidance_scale <= 1e4):
+        raise DreamlmcError(f"--guidance-scale must be between 0 and 10000, got {args.guidance_scale}")
+    if args.seed < 0:
+        raise DreamlmcError(f"--seed must be >= 0, got {args.seed}")
     from dreamlmc.world import parse_prompt
 
     parse_prompt(args.prompt)
+    be = load_backend(args.model)
+    if not isinstance(be, BuiltinBackend):
+        raise DreamlmcError("dreamlmc sample draws from the built-in prior; use diffusers pipelines for others")
     g = torch.Generator().manual_seed(args.seed)
-    imgs = sample(be.net, [args.prompt] * args.count, args.guidance_scale, args.steps, generator=g)
+    # chunks of SAMPLE_CHUNK, kept as uint8 rows of the contact sheet: bounded memory for any --count
     cols = min(args.count, 8)
-    rows = []
-    for r in range(0, args.count, cols):
-        row = list(imgs[r:r + cols]) + [torch.ones_like(imgs[0])] * (cols - len(imgs[r:r + cols]))
-        rows.append(torch.cat(row, -1))
-    save_png(torch.cat(rows, -2), Path(args.out))
+    rows, row = [], []
+    chunks = range(0, args.count, SAMPLE_CHUNK)
+    for start in tqdm(chunks, desc="sampling", unit="chunk", disable=args.count <= SAMPLE_CHUNK or args.quiet):
+        n = min(SAMPLE_CHUNK, args.count - start)
+        for img in sample(be.net, [args.prompt] * n, args.guidance_scale, args.steps, generator=g):
+            row.append(img)
+            if len(row) == cols:
+                rows.append((torch.cat(row, -1) * 255 + 0.5).to(torch.uint8))
+                row = []
+    if row:
+        row += [torch.ones_like(row[0])] * (cols - len(row))
+        rows.append((torch.cat(row, -1) * 255 + 0.5).to(torch.uint8))
+    save_png(torch.cat(rows, -2).float() / 255, Path(args.out))
     print(args.out)
     return 0
 
@@ -322,10 +342,13 @@ def cmd_sample(args) -> int:
 def cmd_image(args) -> int:
     from dreamlmc.image import ImageConfig, run_image
 
+    from dreamlmc.config import check_fields
+
     icfg = ImageConfig(prompt=args.prompt, init=args.init, l2=args.l2, guidance=args.guidance,
                        guidance_scale=args.guidance_scale, steps=args.steps, seed=args.seed,
                        eps_seed=args.eps_seed, fixed_eps=args.fixed_eps, variations=args.variations, lr=args.lr,
                        model=args.model, device=args.device, resolution=args.resolution)
+    check_fields(icfg, flags=True)
     out = run_image(icfg, Path(args.out), progress=not args.quiet)
     print(out)
     return 0
@@ -337,10 +360,13 @@ def cmd_translate_train(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise DreamlmcError(f"--out {out} exists; pass --force to replace it")
+    from dreamlmc.config import check_fields
+
     tcfg = TranslateConfig(prompt=args.prompt, source_prompts=tuple(args.source or ()), images=args.images,
                            per_source=args.per_source, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            l2=args.l2, guidance=args.guidance, guidance_scale=args.guidance_scale,
                            fixed_eps=args.fixed_eps, seed=args.seed, model=args.model, device=args.device)
+    check_fields(tcfg, flags=True)
     card = train_translation(tcfg, out, progress=not args.quiet, figure=Path(args.figure) if args.figure else None)
     print(f"{out} ({card['sources']} source images, {card['steps']} steps, final loss {card['final_loss']:.4g})")
     return 0
@@ -358,6 +384,12 @@ def cmd_corrective_train(args) -> int:
     from dreamlmc.guidance.corrective import load_corrective
     from dreamlmc.guidance.corrective_train import diagnostic_figure, train_corrective
 
+    for flag, value, lo, hi in (("--steps", args.steps, 0, 100_000), ("--batch-size", args.batch_size, 1, 512),
+                                ("--per-prompt", args.per_prompt, 1, 1024), ("--seed", args.seed, 0, 2 ** 63 - 1)):
+        if not lo <= value <= hi:
+            raise DreamlmcError(f"{flag} must be between {lo} and {hi}, got {value}")
+    if not (0 < args.lr <= 10):
+        raise DreamlmcError(f"--lr must be > 0 and <= 10, got {args.lr}")
     be = load_backend(args.model)
     prompts = args.prompts
     if not prompts and args.images is None:
@@ -412,13 +444,20 @@ def _add_train_flags(p: argparse.ArgumentParser, variations: bool = False) -> No
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. renderer.num_samples=32")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): 'dreamlmc: error: ...' and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"dreamlmc: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dreamlmc import __version__
 
-    ap = argparse.ArgumentParser(prog="dreamlmc", description="Text-to-3D with SDS / LMC-SDS guidance. "
-                                 "Runs offline on the CPU with the built-in prior.")
+    ap = _Parser(prog="dreamlmc", description="Text-to-3D with SDS / LMC-SDS guidance. "
+                 "Runs offline on the CPU with the built-in prior.")
     ap.add_argument("--version", action="version", version=f"dreamlmc {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a 3D asset from a prompt")
     _add_train_flags(p)
@@ -469,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("image", help="2D synthesis or editing with SDS / LMC-SDS (no renderer)")
@@ -492,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_image)
 
     p = sub.add_parser("translate", help="an image-to-image translation network trained with SDS / LMC-SDS")
-    tsub = p.add_subparsers(dest="translate_command", metavar="ACTION")
+    tsub = p.add_subparsers(dest="translate_command", metavar="ACTION", parser_class=_Parser)
     c = tsub.add_parser("train", help="train a network that makes images follow --prompt")
     c.add_argument("--prompt", required=True, help="target prompt")
     c.add_argument("--source", nargs="+", help="built-in world prompts whose ground-truth renders are the sources")
@@ -522,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=lambda a: (p.print_help(), 0)[1])
 
     p = sub.add_parser("corrective", help="the LMC corrective k_psi")
-    csub = p.add_subparsers(dest="corrective_command", metavar="ACTION")
+    csub = p.add_subparsers(dest="corrective_command", metavar="ACTION", parser_class=_Parser)
     c = csub.add_parser("train", help="train k_psi for a prior")
     c.add_argument("--model", default="builtin")
     c.add_argument("--images", help="folder of clean images (default: the prior's own samples)")
@@ -555,7 +595,10 @@ def parse_command(parser: argparse.ArgumentParser, argv: Optional[List[str]]) ->
 def main(argv: Optional[List[str]] = None) -> int:
     _quiet_libraries()
     parser = build_parser()
-    args = parse_command(parser, argv)
+    try:
+        args = parse_command(parser, argv)
+    except SystemExit as e:  # usage errors (already printed in one line), --help, --version
+        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     if not getattr(args, "fn", None):
         parser.print_help()
         return 0

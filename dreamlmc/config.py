@@ -109,14 +109,21 @@ def check_value(value: Any, check: Dict[str, Any], key: str) -> None:
                             f"(sum {sum(items):g})")
 
 
-def check_fields(obj: Any, prefix: str = "") -> None:
-    """Check every field of a config dataclass instance against its spec; floats must be finite everywhere."""
+def check_fields(obj: Any, prefix: str = "", flags: bool = False) -> None:
+    """Check every field of a config dataclass instance against its spec; floats must be finite everywhere.
+    flags=True: the settings came from command-line flags, and errors name the flag (--batch-size)."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         key = f"{prefix}.{f.name}" if prefix else f.name
         if dataclasses.is_dataclass(value):
             continue  # nested sections are checked when they are built
-        check_value(value, f.metadata.get("check", {}), key)
+        try:
+            check_value(value, f.metadata.get("check", {}), key)
+        except DreamlmcError as e:
+            if not flags:
+                raise
+            raise DreamlmcError(str(e).replace(f"config key '{key}", f"--{f.name.replace('_', '-')}", 1)
+                                .replace("--" + f.name.replace("_", "-") + "' ", "--" + f.name.replace("_", "-") + " ", 1))
 
 
 def from_dict(cls: Type[T], data: Dict[str, Any], prefix: str = "") -> T:

@@ -10,24 +10,25 @@ import numpy as np
 import torch
 
 from dreamlmc.errors import DreamlmcError
+from dreamlmc.config import spec
 
 
 @dataclass
 class ImageConfig:
     prompt: str
     init: Optional[str] = None
-    l2: float = 0.0
+    l2: float = spec(0.0, ge=0.0, le=1e6)
     guidance: str = "lmc-sds"
-    guidance_scale: Optional[float] = None
-    steps: int = 300
-    seed: int = 0
-    eps_seed: int = 0
+    guidance_scale: Optional[float] = spec(None, ge=0.0, le=1e4)
+    steps: int = spec(300, ge=0, le=100_000)
+    seed: int = spec(0, ge=0, le=2**63 - 1)
+    eps_seed: int = spec(0, ge=0, le=2**63 - 1)
     fixed_eps: bool = True
-    variations: int = 1
-    lr: float = 0.02
+    variations: int = spec(1, ge=1, le=64)
+    lr: float = spec(0.02, gt=0.0, le=10.0)
     model: str = "builtin"
     device: str = "cpu"
-    resolution: int = 0
+    resolution: int = spec(0, ge=0, le=512)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

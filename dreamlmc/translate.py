@@ -22,22 +22,23 @@ import torch
 import torch.nn as nn
 
 from dreamlmc.errors import DreamlmcError
+from dreamlmc.config import spec
 
 @dataclass
 class TranslateConfig:
     prompt: str
     source_prompts: Tuple[str, ...] = ()
     images: Optional[str] = None
-    per_source: int = 32
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 2e-3
-    l2: float = 0.5
+    per_source: int = spec(32, ge=1, le=4096)
+    steps: int = spec(300, ge=0, le=100_000)
+    batch_size: int = spec(8, ge=1, le=256)
+    lr: float = spec(2e-3, gt=0.0, le=10.0)
+    l2: float = spec(0.5, ge=0.0, le=1e6)
     guidance: str = "lmc-sds"
-    guidance_scale: Optional[float] = None
+    guidance_scale: Optional[float] = spec(None, ge=0.0, le=1e4)
     fixed_eps: bool = False
-    seed: int = 0
-    hidden: int = 32
+    seed: int = spec(0, ge=0, le=2**63 - 1)
+    hidden: int = spec(32, ge=1, le=1024)
     model: str = "builtin"
     device: str = "cpu"
 

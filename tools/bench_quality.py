@@ -86,7 +86,8 @@ def ceiling_trainer_cls():
 
 # ------------------------------------------------------------------------------------------------ running
 
-def train_job(args) -> str:
+def ceiling_job(args) -> str:
+    """One ceiling run (a photometric fit: a Trainer subclass, so not a `dreamlmc train` the batch runner could run)."""
     job, workdir, steps = args
     import torch
 
@@ -94,24 +95,32 @@ def train_job(args) -> str:
     out = Path(workdir) / run_name(job)
     if (out / "DONE").exists():
         return str(out)
-    if job["kind"] == "ceiling":
-        from dreamlmc.cli import prepare_run_dir, run_training
-        from dreamlmc.trainer import resolve_config
+    from dreamlmc.cli import prepare_run_dir, run_training
+    from dreamlmc.trainer import resolve_config
 
-        cfg = resolve_config([], [f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={steps}"]
-                             + list(job["overrides"]))
-        prepare_run_dir(out, force=True)
-        run_training(cfg, out, quiet=True, trainer_cls=ceiling_trainer_cls())
-        return str(out)
-    from dreamlmc.cli import main as cli
-
-    argv = ["train", "--prompt", job["prompt"], "--out", str(out), "--guidance", job["kind"], "--guidance-scale",
-            str(job["scale"]), "--seed", str(job["seed"]), "--quiet", "--force", f"steps={steps}"]
-    argv += ["--fixed-eps", "--eps-seed", str(job["eps_seed"])] if job["fixed_eps"] else ["--no-fixed-eps"]
-    code = cli(argv + list(job["overrides"]))
-    if code != 0:
-        raise RuntimeError(f"run {out} failed with exit code {code}")
+    cfg = resolve_config([], [f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={steps}"]
+                         + list(job["overrides"]))
+    prepare_run_dir(out, force=True)
+    run_training(cfg, out, quiet=True, trainer_cls=ceiling_trainer_cls())
     return str(out)
+
+
+def train_argv(job: Dict, steps: int) -> List[str]:
+    """The `dreamlmc train` arguments of a guided run (without --out)."""
+    argv = ["--prompt", job["prompt"], "--guidance", job["kind"], "--guidance-scale", str(job["scale"]), "--seed",
+            str(job["seed"])]
+    argv += ["--fixed-eps", "--eps-seed", str(job["eps_seed"])] if job["fixed_eps"] else ["--no-fixed-eps"]
+    return argv + [f"steps={steps}"] + list(job["overrides"])
+
+
+def run_guided(jobs: List[Dict], workdir: Path, steps: int, workers: int) -> Dict[str, Dict]:
+    """Every guided run through `dreamlmc batch`'s runner (Ray): finished runs are reused, interrupted ones resumed,
+    a failing run is recorded and the others go on. -> {run name: the runner's record}."""
+    from dreamlmc.batch import RunSpec, run_batch
+
+    specs = [RunSpec(run_name(j), j["prompt"], j["seed"], j["eps_seed"], train_argv(j, steps)) for j in jobs]
+    summary = run_batch(specs, workdir, workers=workers, cpus_per_run=1, evaluate=False, progress=True)
+    return {r["slug"]: r for r in summary["runs"]}
 
 
 def prior_info() -> Dict:
@@ -144,6 +153,11 @@ def aggregate(runs: List[Dict], seeds: Sequence[int]) -> Dict:
     tori = [r["hole"] for r in runs if r.get("hole") is not None]
     row["torus_holes"] = f"{sum(tori)}/{len(tori)}" if tori else None
     return row
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def fmt_pm(row: Dict, m: str, digits: int = 3) -> str:
@@ -200,9 +214,16 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"{len(all_jobs)} runs of {steps} steps with {args.workers} workers -> {args.workdir}", flush=True)
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for i, out in enumerate(pool.map(train_job, [(j, args.workdir, steps) for j in all_jobs])):
-            print(f"  [{i + 1}/{len(all_jobs)}] {Path(out).name} ({time.time() - t0:.0f} s)", flush=True)
+    status = {}
+    if args.ceiling:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            for i, out in enumerate(pool.map(ceiling_job, [(j, args.workdir, steps) for j in all_jobs])):
+                print(f"  [{i + 1}/{len(all_jobs)}] {Path(out).name} ({time.time() - t0:.0f} s)", flush=True)
+    else:
+        status = run_guided(all_jobs, args.workdir, steps, args.workers)
+        for name, r in status.items():
+            if r["status"] != "ok":
+                print(f"  failed: {name}: {r['error']}", flush=True)
     t_train = time.time() - t0
     import torch
 
@@ -214,8 +235,15 @@ def main(argv=None) -> int:
 
     per_run = {}
     for j in jobs:
-        per_run[run_name(j)] = dict({k: v for k, v in j.items() if k != "overrides"},
-                                    **evaluate_run(args.workdir / run_name(j)))
+        base = {k: v for k, v in j.items() if k != "overrides"}
+        rec = status.get(run_name(j), {"status": "ok"})
+        if rec["status"] != "ok":  # a run that failed gives the user nothing: it counts as such
+            per_run[run_name(j)] = dict(base, failed=rec.get("error"), iou=0.0, shape_correct=0.0, nearest="(failed)",
+                                        chamfer=None, normal_consistency=None, delta_e=None, saturation_ratio=None,
+                                        sharpness_ratio=None, seconds=rec.get("seconds"), extent_ratio=[0, 0, 0],
+                                        hole=False if "torus" in j["prompt"] else None)
+            continue
+        per_run[run_name(j)] = dict(base, **evaluate_run(args.workdir / run_name(j)))
     rows, prompt_rows = [], []
     for k, s in methods:
         sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
@@ -226,9 +254,9 @@ def main(argv=None) -> int:
             prompt_rows.append({"method": label, "prompt": p, "iou": float(np.mean([r["iou"] for r in ps])),
                                 "iou_per_seed": " ".join(f"{r['iou']:.2f}" for r in ps),
                                 "nearest": " ".join(r["nearest"] for r in ps),
-                                "chamfer": float(np.mean([r["chamfer"] for r in ps])),
-                                "normal_consistency": float(np.mean([r["normal_consistency"] for r in ps])),
-                                "delta_e": float(np.mean([r["delta_e"] for r in ps])),
+                                "chamfer": _mean([r["chamfer"] for r in ps]),
+                                "normal_consistency": _mean([r["normal_consistency"] for r in ps]),
+                                "delta_e": _mean([r["delta_e"] for r in ps]),
                                 "extent": " ".join("x".join(f"{e:.2f}" for e in r["extent_ratio"]) for r in ps)})
     div = {}
     for name, group in div_jobs.items():
@@ -253,7 +281,12 @@ def main(argv=None) -> int:
             row = []
             for p in prompts:
                 j = next(j for j in jobs if j["prompt"] == p and j["kind"] == k and j["scale"] == s and j["seed"] == sd)
-                img = np.asarray(Image.open(args.workdir / run_name(j) / "preview.png").convert("RGB"))
+                preview = args.workdir / run_name(j) / "preview.png"
+                if not preview.exists():  # a failed run: a blank tile
+                    row.append(np.full((2 * (row[0].shape[0] // 2 if row else 96), row[0].shape[1] if row else 96, 3),
+                                       255, np.uint8))
+                    continue
+                img = np.asarray(Image.open(preview).convert("RGB"))
                 h = img.shape[0] // 2
                 row.append(np.concatenate([img[:h, :h], img[h:, :h]], 0))  # shaded over textureless
             tiles.append(np.concatenate(row, 1))

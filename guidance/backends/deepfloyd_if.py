@@ -23,9 +23,9 @@ class DeepFloydIFBackend(PixelSpaceBackend):
         self.max_length = max_length
         kw = {"torch_dtype": self.dtype}
         self.tokenizer = load("tokenizer", model, is_local, AutoTokenizer.from_pretrained, subfolder="tokenizer")
-        self.text_encoder = load("text encoder", model, is_local, T5EncoderModel.from_pretrained,
+        self.text_encoder = load("text encoder", model, is_local, weights=True, fn=T5EncoderModel.from_pretrained,
                                  subfolder="text_encoder", **kw)
-        self.unet = load("UNet", model, is_local, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw)
+        self.unet = load("UNet", model, is_local, weights=True, fn=UNet2DConditionModel.from_pretrained, subfolder="unet", **kw)
         sched = load("scheduler", model, is_local, DDPMScheduler.from_pretrained, subfolder="scheduler")
         for m in (self.text_encoder, self.unet):
             m.to(self.device).eval().requires_grad_(False)

@@ -35,7 +35,31 @@ def model_class(path: str, is_local: bool) -> Optional[str]:
     return json.loads(index.read_text()).get("_class_name")
 
 
-def load(what: str, model: str, is_local: bool, fn: Callable[..., T], **kwargs) -> T:
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+def require_safetensors(model: str, subfolder: Optional[str]) -> None:
+    """A local component folder must hold safetensors weights; pickle files alone are refused (loading one runs
+    arbitrary code)."""
+    folder = Path(model) / (subfolder or "")
+    files = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise DreamlmcError(
+            f"{folder} holds only pickle weights ({', '.join(sorted(pickles)[:3])}); dreamlmc loads safetensors only. "
+            "Convert the model once, where you trust it: python -c \"from diffusers import DiffusionPipeline; "
+            f"DiffusionPipeline.from_pretrained('{model}').save_pretrained('{model}-safetensors', "
+            "safe_serialization=True)\" and pass the new folder to --model")
+
+
+def load(what: str, model: str, is_local: bool, fn: Callable[..., T], weights: bool = False, **kwargs) -> T:
+    """fn(model, ...) with one-line errors. weights=True: a component with weights, which must be safetensors."""
+    if weights:
+        if is_local:
+            require_safetensors(model, kwargs.get("subfolder"))
+        kwargs["use_safetensors"] = True
     try:
         return fn(model, local_files_only=is_local or _offline(), **kwargs)
     except DreamlmcError:

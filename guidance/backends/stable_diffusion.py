@@ -22,10 +22,11 @@ class StableDiffusionBackend(DiffusionBackend):
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         kw = {"torch_dtype": self.dtype}
         self.tokenizer = load("tokenizer", model, is_local, AutoTokenizer.from_pretrained, subfolder="tokenizer")
-        self.text_encoder = load("text encoder", model, is_local, CLIPTextModel.from_pretrained,
+        self.text_encoder = load("text encoder", model, is_local, weights=True, fn=CLIPTextModel.from_pretrained,
                                  subfolder="text_encoder", **kw)
-        self.vae = load("VAE", model, is_local, AutoencoderKL.from_pretrained, subfolder="vae", **kw)
-        self.unet = load("UNet", model, is_local, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw)
+        self.vae = load("VAE", model, is_local, weights=True, fn=AutoencoderKL.from_pretrained, subfolder="vae", **kw)
+        self.unet = load("UNet", model, is_local, weights=True, fn=UNet2DConditionModel.from_pretrained,
+                         subfolder="unet", **kw)
         sched = load("scheduler", model, is_local, DDPMScheduler.from_pretrained, subfolder="scheduler")
         for m in (self.text_encoder, self.vae, self.unet):
             m.to(self.device).eval().requires_grad_(False)

@@ -78,7 +78,16 @@ def test_builtin_prior_samples_are_finite_and_reproducible():
     a = sample(be.net, ["a red cube", "a blue torus"], 3.0, 4, generator=torch.Generator().manual_seed(0))
     b = sample(be.net, ["a red cube", "a blue torus"], 3.0, 4, generator=torch.Generator().manual_seed(0))
     assert a.shape == (2, 3, R, R) and torch.isfinite(a).all() and torch.equal(a, b)
-    assert be.prior_card["kind"] == "dreamlmc-builtin-prior" and "vocabulary" not in be.prior_card or True
+    assert be.prior_card["kind"] == "dreamlmc-builtin-prior"
+    # the card lists the vocabulary the prior was trained on: the world's words
+    from dreamlmc.world import COLOURS, SHAPES
+
+    from dreamlmc.guidance.builtin_prior import TOKENS
+
+    assert be.prior_card["vocabulary"] == list(TOKENS) and set(COLOURS) | set(SHAPES) <= set(TOKENS)
+    # a different seed gives different samples (the generator is really used)
+    c = sample(be.net, ["a red cube", "a blue torus"], 3.0, 4, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a, c)
 
 
 def test_builtin_prior_rejects_unknown_words():
@@ -87,3 +96,18 @@ def test_builtin_prior_rejects_unknown_words():
     with pytest.raises(DreamlmcError) as e:
         BuiltinBackend().encode_prompts(["a red dragon"])
     assert "dragon" in str(e.value) and "--model" in str(e.value)
+
+
+def test_pickle_only_weights_are_refused_with_a_conversion_hint(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from tiny_models import make_tiny_sd
+
+    folder = make_tiny_sd(tmp_path / "sd")
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    for f in (folder / "unet").glob("*.safetensors"):
+        f.unlink()
+    unet.save_pretrained(folder / "unet", safe_serialization=False)  # diffusion_pytorch_model.bin
+    assert list((folder / "unet").glob("*.bin"))
+    with pytest.raises(DreamlmcError, match=r"only pickle weights .*safetensors only.*safe_serialization=True"):
+        load_backend(str(folder))

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -49,7 +50,15 @@ def test_diagnostic_figure(tiny_if, tmp_path):
     spectra = diagnostic_figure(tiny_if, Corrective(channels=3), x, ["a red cube"] * 4, tmp_path / "f.png",
                                 ts=(0.2, 0.8))
     assert set(spectra) == {"0.2", "0.8"} and set(spectra["0.2"]) == {"x", "x_hat", "k_psi"}
-    assert Image.open(tmp_path / "f.png").size[0] > 0
+    # an untrained corrective is the identity (zero-initialised residual): its spectrum is x's
+    for t in spectra:
+        assert np.allclose(spectra[t]["k_psi"], spectra[t]["x"], rtol=1e-4)
+    img = np.asarray(Image.open(tmp_path / "f.png").convert("RGB"))
+    R, n = tiny_if.image_resolution, 4
+    assert img.shape[1] >= 2 * 3 * n * R and img.shape[0] >= 2 * 2 * R  # 2 rows (t) of x | x_hat | k_psi, 2x
+    # the first tile of the first row is x itself, upscaled 2x (nearest)
+    first = (tiny_if.decode(x[:1])[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert np.abs(img[: 2 * R: 2, : 2 * R: 2].astype(int) - first.astype(int)).max() <= 1
 
 
 def test_training_from_a_folder_of_images(tiny_if, tmp_path):
