@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Text-to-3D with Score Distillation Sampling and Learned Manifold Corrective (LMC-SDS)",
     python_requires=">=3.10",
-    packages=["dreamlmc", "dreamlmc.renderers", "dreamlmc.guidance", "dreamlmc.guidance.backends",
+    packages=["dreamlmc", "dreamlmc.shapes", "dreamlmc.renderers", "dreamlmc.guidance", "dreamlmc.guidance.backends",
               "dreamlmc.assets"],
     package_dir={"dreamlmc": "dreamlmc", "dreamlmc.renderers": "renderers", "dreamlmc.guidance": "guidance",
                  "dreamlmc.guidance.backends": "guidance/backends"},

@@ -171,8 +171,8 @@ def preflight(runs: Sequence[RunSpec], presets: Sequence[str], overrides: Sequen
     import contextlib
 
     from dreamlmc.cli import _load_presets, _train_overrides, build_parser, parse_command
+    from dreamlmc.guidance.backends import check_prompt
     from dreamlmc.trainer import resolve_config
-    from dreamlmc.world import parse_prompt
 
     parser = build_parser()
     preset_data = _load_presets(list(presets))
@@ -190,13 +190,10 @@ def preflight(runs: Sequence[RunSpec], presets: Sequence[str], overrides: Sequen
         except DreamlmcError as e:
             failed[r.slug] = f"{r.where}: {e}"
             continue
-        if cfg.model == "builtin" or cfg.model.endswith(".safetensors"):
-            try:
-                parse_prompt(r.prompt)
-            except DreamlmcError as e:
-                raise DreamlmcError(f"{r.where}: {e}")
-        elif not r.prompt.strip():
-            raise DreamlmcError(f"{r.where}: the prompt is empty")
+        try:
+            check_prompt(cfg.model, r.prompt)  # the backend's check, without loading its weights
+        except DreamlmcError as e:
+            raise DreamlmcError(f"{r.where}: {e}")
     return failed
 
 
@@ -262,20 +259,20 @@ def _run_seconds(run: Path) -> Optional[float]:
 
 
 def _world_metrics(run: Path) -> Optional[Dict]:
-    """Quality against ground truth for a built-in world prompt naming a colour and a shape; None otherwise."""
+    """Quality against ground truth where the run's prior has a world with ground truth (the built-in prior) and
+    the prompt names a colour and a shape of it; None otherwise."""
     from dreamlmc.config import load_yaml
-    from dreamlmc.world import parse_prompt
+    from dreamlmc.guidance.backends import backend_class
 
     try:
         cfg = load_yaml(run / "config.yaml")
-        if cfg.get("model", "builtin") != "builtin":
+        world = backend_class(cfg.get("model", "builtin")).world()
+        if world is None:
             return None
-        parts = parse_prompt(cfg.get("prompt", ""))
+        parts = world.grammar.parse_prompt(cfg.get("prompt", ""))
         if parts["shape"] is None or parts["colour"] is None:
             return None
-        from dreamlmc.metrics import evaluate_run
-
-        m = evaluate_run(run, export=False)
+        m = world.metrics.evaluate_run(run, export=False)
         return {k: m[k] for k in ("iou", "nearest", "shape_correct", "hole", "chamfer", "normal_consistency",
                                   "delta_e")}
     except DreamlmcError:

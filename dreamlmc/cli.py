@@ -301,8 +301,6 @@ def cmd_sample(args) -> int:
     from tqdm import tqdm
 
     from dreamlmc.guidance.backends import load_backend
-    from dreamlmc.guidance.backends.builtin import BuiltinBackend
-    from dreamlmc.guidance.builtin_prior import sample
     from dreamlmc.trainer import save_png
 
     if not 1 <= args.count <= MAX_SAMPLES:
@@ -313,12 +311,10 @@ def cmd_sample(args) -> int:
         raise DreamlmcError(f"--guidance-scale must be between 0 and 10000, got {args.guidance_scale}")
     if args.seed < 0:
         raise DreamlmcError(f"--seed must be >= 0, got {args.seed}")
-    from dreamlmc.world import parse_prompt
+    from dreamlmc.guidance.backends import check_prompt
 
-    parse_prompt(args.prompt)
+    check_prompt(args.model, args.prompt)
     be = load_backend(args.model)
-    if not isinstance(be, BuiltinBackend):
-        raise DreamlmcError("dreamlmc sample draws from the built-in prior; use diffusers pipelines for others")
     g = torch.Generator().manual_seed(args.seed)
     # chunks of SAMPLE_CHUNK, kept as uint8 rows of the contact sheet: bounded memory for any --count
     cols = min(args.count, 8)
@@ -326,7 +322,7 @@ def cmd_sample(args) -> int:
     chunks = range(0, args.count, SAMPLE_CHUNK)
     for start in tqdm(chunks, desc="sampling", unit="chunk", disable=args.count <= SAMPLE_CHUNK or args.quiet):
         n = min(SAMPLE_CHUNK, args.count - start)
-        for img in sample(be.net, [args.prompt] * n, args.guidance_scale, args.steps, generator=g):
+        for img in be.sample_images([args.prompt] * n, args.guidance_scale, args.steps, generator=g):
             row.append(img)
             if len(row) == cols:
                 rows.append((torch.cat(row, -1) * 255 + 0.5).to(torch.uint8))
@@ -393,10 +389,10 @@ def cmd_corrective_train(args) -> int:
     be = load_backend(args.model)
     prompts = args.prompts
     if not prompts and args.images is None:
-        if be.model_id == "builtin":
-            from dreamlmc.world import COLOURS, SHAPES, prompt_for
-
-            prompts = [prompt_for(c, s) for c in COLOURS for s in SHAPES]
+        world = be.world()
+        if world is not None:  # the built-in world: every (colour, shape) prompt
+            g = world.grammar
+            prompts = [g.prompt_for(c, s) for c in g.COLOURS for s in g.SHAPES]
         else:
             raise DreamlmcError("pass --prompts \"...\" \"...\" (samples to learn from) or --images DIR")
     if args.images is not None and not Path(args.images).is_dir():

@@ -89,10 +89,9 @@ def run_image(cfg: ImageConfig, out: Path, progress: bool = True) -> Path:
         raise DreamlmcError("--steps must be >= 0 and --variations >= 1")
     if cfg.l2 > 0 and cfg.init is None:
         raise DreamlmcError("--l2 ties the result to --init; pass --init IMAGE too")
-    if cfg.model == "builtin":
-        from dreamlmc.world import parse_prompt
+    from dreamlmc.guidance.backends import check_prompt
 
-        parse_prompt(cfg.prompt)
+    check_prompt(cfg.model, cfg.prompt)
     backend = load_backend(cfg.model, device=cfg.device)
     size = cfg.resolution or backend.image_resolution
     init = load_image(cfg.init, size) if cfg.init else torch.full((1, 3, size, size), 0.5)

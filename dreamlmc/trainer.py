@@ -142,12 +142,7 @@ class Trainer:
 
             backend = load_backend(cfg.model, device=self.device)
         self.backend = backend
-        if cfg.model == "builtin" or cfg.model.endswith(".safetensors"):
-            from dreamlmc.world import parse_prompt
-
-            parse_prompt(cfg.prompt)  # unknown words fail now, before any work
-        elif not cfg.prompt.strip():
-            raise DreamlmcError("the prompt is empty")
+        backend.check_prompt(cfg.prompt)  # words the prior cannot take fail now, before any work
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)

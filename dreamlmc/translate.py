@@ -65,26 +65,6 @@ class TranslationNet(nn.Module):
         return torch.sigmoid(torch.logit(x.clamp(1e-3, 1 - 1e-3)) + delta)
 
 
-def world_sources(prompts: Sequence[str], per_prompt: int, size: int, seed: int) -> torch.Tensor:
-    """Ground-truth renders of built-in world prompts from random training cameras -> (N, 3, size, size)."""
-    from dreamlmc.cameras import CameraConfig, CameraSampler
-    from dreamlmc.renderers.shading import ShadingConfig
-    from dreamlmc.world import COLOURS, parse_prompt
-    from dreamlmc.world_render import render_shapes
-
-    shapes, albedo = [], []
-    for p in prompts:
-        parsed = parse_prompt(p)
-        if parsed["colour"] is None or parsed["shape"] is None:
-            raise DreamlmcError(f"source prompt {p!r} must name a colour and a shape, e.g. 'a blue cube'")
-        shapes += [parsed["shape"]] * per_prompt
-        albedo += [COLOURS[parsed["colour"]]] * per_prompt
-    cams = CameraSampler(CameraConfig(stratified=False), size, size, seed=seed).sample(len(shapes))
-    sh = ShadingConfig()
-    return render_shapes(shapes, torch.tensor(albedo, dtype=torch.float32), cams, ambient=sh.ambient,
-                         diffuse=sh.diffuse)["rgb"]
-
-
 def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, figure: Optional[Path] = None) -> Dict:
     """Trains g_θ, writes out (.safetensors) + a .json card beside it; returns the card."""
     from dataclasses import replace
@@ -103,17 +83,17 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
         raise DreamlmcError("--l2 must be >= 0")
     if bool(cfg.images) == bool(cfg.source_prompts):
         raise DreamlmcError("pass either --images DIR or --source \"a blue cube\" ... (built-in world renders)")
-    if cfg.model == "builtin":
-        from dreamlmc.world import parse_prompt
+    from dreamlmc.guidance.backends import backend_class
 
-        parse_prompt(cfg.prompt)
-    elif cfg.source_prompts:
+    backend_class(cfg.model).check_prompt(cfg.prompt)
+    world = backend_class(cfg.model).world()
+    if cfg.source_prompts and world is None:
         raise DreamlmcError("--source renders the built-in world; with --model other than builtin pass --images DIR")
     backend = load_backend(cfg.model, device=cfg.device)
     size = backend.image_resolution
     torch.manual_seed(cfg.seed)
     data = (load_image_folder(cfg.images, size) if cfg.images
-            else world_sources(cfg.source_prompts, cfg.per_source, size, cfg.seed)).to(backend.device)
+            else world.data.ground_truth_renders(cfg.source_prompts, cfg.per_source, size, cfg.seed)).to(backend.device)
     gcfg = GuidanceConfig(kind=cfg.guidance, fixed_eps=cfg.fixed_eps, eps_seed=cfg.seed)
     if cfg.guidance_scale is not None:
         gcfg = replace(gcfg, guidance_scale=cfg.guidance_scale)

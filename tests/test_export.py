@@ -4,7 +4,7 @@ import pytest
 import torch
 import trimesh
 
-from dreamlmc import world
+from dreamlmc.shapes import world
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.export import ExportConfig, extract_mesh, write_mesh
 

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from dreamlmc.cli import main
-from dreamlmc.translate import TranslationNet, load_translation, world_sources
+from dreamlmc.shapes.data import ground_truth_renders as world_sources
+from dreamlmc.translate import TranslationNet, load_translation
 
 
 def test_network_starts_as_identity_and_keeps_range():

@@ -24,8 +24,8 @@ from tools.benchutil import machine, table, write_json  # noqa: E402
 from dreamlmc.cameras import CameraConfig, CameraSampler, view_label  # noqa: E402
 from dreamlmc.guidance.backends.builtin import BuiltinBackend  # noqa: E402
 from dreamlmc.renderers.shading import ShadingConfig  # noqa: E402
-from dreamlmc.world import COLOURS, SHAPES, prompt_for  # noqa: E402
-from dreamlmc.world_render import render_shapes  # noqa: E402
+from dreamlmc.shapes.world import COLOURS, SHAPES, prompt_for  # noqa: E402
+from dreamlmc.shapes.render import render_shapes  # noqa: E402
 
 CONDITIONS = [
     # name, shading mode, elevation range, background

@@ -1,6 +1,6 @@
 """3D quality against ground truth on the built-in world: guidance methods across scales and seeds, the ceiling of
 the pipeline (a photometric fit), and fixed-ε diversity. Every guided run is a real `dreamlmc train` (same preset,
-same steps); metrics come from dreamlmc.metrics.
+same steps); metrics come from dreamlmc.shapes.metrics.
 
     python tools/bench_quality.py --quick                        # 3 prompts, 1 seed, LMC-SDS s = 20
     python tools/bench_quality.py --kinds lmc-sds sds --scales 20 7.5 --seeds 0 1 2   # the issue's table
@@ -60,9 +60,9 @@ def ceiling_trainer_cls():
     supervision is perfect. The gap to 1.0 is theirs; the gap between this and a guided run is the guidance's."""
     import torch
 
-    from dreamlmc import world
+    from dreamlmc.shapes import world
     from dreamlmc.trainer import Trainer
-    from dreamlmc.world_render import render_shapes
+    from dreamlmc.shapes.render import render_shapes
 
     class CeilingTrainer(Trainer):
         def objective(self, out, cams, mode):
@@ -229,8 +229,8 @@ def main(argv=None) -> int:
 
     # evaluation runs beside other work more often than not; one thread avoids OpenMP's spinning on busy cores
     torch.set_num_threads(1)
-    from dreamlmc import metrics
-    from dreamlmc.metrics import evaluate_run, load_run
+    from dreamlmc.shapes import metrics
+    from dreamlmc.shapes.metrics import evaluate_run, load_run
     from tools.benchutil import machine, table
 
     per_run = {}

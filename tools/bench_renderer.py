@@ -21,8 +21,8 @@ from tools.benchutil import machine, median_time, table, write_json  # noqa: E40
 from dreamlmc.cameras import CameraConfig, CameraSampler  # noqa: E402
 from dreamlmc.renderers.cpu_kernels import fused_available, hash_kernel  # noqa: E402
 from dreamlmc.renderers.renderer import Renderer, RendererConfig  # noqa: E402
-from dreamlmc.world import COLOURS  # noqa: E402
-from dreamlmc.world_render import render_shapes  # noqa: E402
+from dreamlmc.shapes.world import COLOURS  # noqa: E402
+from dreamlmc.shapes.render import render_shapes  # noqa: E402
 
 
 def fit_typical_object(renderer: Renderer, steps: int, device, seed: int = 0) -> None:

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
@@ -47,8 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", default=None, help="PNG: held-out inputs, then one row of outputs per method")
     args = ap.parse_args(argv)
 
-    from dreamlmc.translate import TranslateConfig, load_translation, train_translation, world_sources
-    from dreamlmc.world import COLOURS, prompt_for
+    from dreamlmc.shapes.data import ground_truth_renders as world_sources
+    from dreamlmc.translate import TranslateConfig, load_translation, train_translation
+    from dreamlmc.shapes.world import COLOURS, prompt_for
 
     target = COLOURS[args.target]
     chromatic = [v for k, v in COLOURS.items() if k not in ("white", "black", args.target)]

@@ -9,46 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dreamlmc.cameras import CameraConfig, CameraSampler
-from dreamlmc.renderers.shading import ShadingConfig
-from dreamlmc.world import COLOURS, SHAPES
-from dreamlmc.world_render import render_shapes
-
-
-def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, progress: bool = True) -> dict:
-    """Returns uint8 images (N, R, R, 3) plus colour/shape indices and camera angles, N = 48 * per_prompt."""
-    cams = CameraSampler(CameraConfig(stratified=False), resolution, resolution, seed=seed)
-    shading = ShadingConfig()
-    colour_names = list(COLOURS)
-    pairs = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
-    ci = np.repeat([p[0] for p in pairs], per_prompt)
-    si = np.repeat([p[1] for p in pairs], per_prompt)
-    n = len(ci)
-    images = np.zeros((n, resolution, resolution, 3), np.uint8)
-    elevation, azimuth = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    t0 = time.time()
-    for start in range(0, n, chunk):
-        idx = slice(start, min(n, start + chunk))
-        b = idx.stop - idx.start
-        cam = cams.sample(b)
-        shapes = [SHAPES[k] for k in si[idx]]
-        albedo = torch.tensor([COLOURS[colour_names[k]] for k in ci[idx]], dtype=torch.float32)
-        out = render_shapes(shapes, albedo, cam, ambient=shading.ambient, diffuse=shading.diffuse)
-        images[idx] = (out["rgb"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-        elevation[idx], azimuth[idx] = cam.elevation.numpy(), cam.azimuth.numpy()
-        if progress:
-            print(f"\r{idx.stop}/{n} images, {time.time() - t0:.0f} s", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
-    return {"images": images, "colour": ci.astype(np.int64), "shape": si.astype(np.int64),
-            "elevation": elevation, "azimuth": azimuth, "resolution": np.int64(resolution), "seed": np.int64(seed)}
+from dreamlmc.shapes.data import make_dataset
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@
     nohup python tools/train_prior.py --minutes 170 &      # resumable: run it again to continue
     python tools/train_prior.py --export dreamlmc/assets/builtin_prior.safetensors   # ship the EMA weights
 
-Choices (see guidance/builtin_prior.py for the network): ε-prediction on a cosine DDPM schedule with min-SNR-5 loss
+Choices (see dreamlmc/shapes/prior.py for the network): ε-prediction on a cosine DDPM schedule with min-SNR-5 loss
 weighting; AdamW with a linear warm-up; bf16 autocast; EMA of the weights (samples and the shipped file use it);
 caption dropout (whole prompt 10 %, colour or shape 10 % each, view 50 %) so that classifier-free guidance and
 partial prompts work. Checkpoints (every few minutes, atomically, and on SIGTERM/SIGINT) and a sample grid go to
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from dreamlmc.cameras import view_label
-from dreamlmc.guidance.builtin_prior import (BOS, PAD, TOKEN_ID, PriorNet, make_scheduler, sample, save_prior)
-from dreamlmc.world import COLOURS, SHAPES, VIEWS, prompt_for
+from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, make_scheduler, sample, save_prior)
+from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, prompt_for
 
 DEFAULT_WORKDIR = Path.home() / ".cache/dreamlmc/prior_train"
 GRID_PROMPTS = [prompt_for(c, s) for c, s in [("red", "cube"), ("blue", "sphere"), ("green", "cylinder"),
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         return 0
 
     if args.export:
-        from dreamlmc.guidance.builtin_prior import TOKENS
+        from dreamlmc.shapes.prior import TOKENS
 
         card = {"training_command": "python tools/make_shapes_data.py && python tools/train_prior.py",
                 "vocabulary": list(TOKENS), "prompt_grammar": "a|an {colour} {shape}[, {view} view]",

@@ -8,11 +8,33 @@ import torch
 from dreamlmc.errors import DreamlmcError
 
 
+def is_builtin(model: str) -> bool:
+    """Whether --model names the built-in prior ("builtin", or a path to its weights, *.safetensors)."""
+    return model == "builtin" or model.endswith(".safetensors")
+
+
+def backend_class(model: str):
+    """The backend class --model names, without loading any weights: for its class-level answers (check_prompt,
+    world). Real priors share the base class's answers."""
+    if is_builtin(model):
+        from dreamlmc.guidance.backends.builtin import BuiltinBackend
+
+        return BuiltinBackend
+    from dreamlmc.guidance.backends.base import DiffusionBackend
+
+    return DiffusionBackend
+
+
+def check_prompt(model: str, prompt: str) -> None:
+    """The backend's prompt check without loading any weights (the batch runner checks every prompt first)."""
+    backend_class(model).check_prompt(prompt)
+
+
 def load_backend(model: str, device="cpu", dtype: Optional[torch.dtype] = None):
     """"builtin" (or a path to built-in prior weights, *.safetensors), a local diffusers folder, or a hub id."""
     from dreamlmc.guidance.backends.hub import model_class, resolve
 
-    if model == "builtin" or model.endswith(".safetensors"):
+    if is_builtin(model):
         from dreamlmc.guidance.backends.builtin import BuiltinBackend
 
         return BuiltinBackend(None if model == "builtin" else model, device=device)

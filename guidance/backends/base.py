@@ -66,6 +66,29 @@ class DiffusionBackend:
         out = self._predict(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond])).float()
         return out.chunk(2)
 
+    @classmethod
+    def check_prompt(cls, prompt: str) -> None:
+        """Raise DreamlmcError (one line) for a prompt this prior cannot take; called before any work starts. Real
+        text encoders take any non-empty text."""
+        from dreamlmc.errors import DreamlmcError
+
+        if not prompt or not prompt.strip():
+            raise DreamlmcError("the prompt is empty")
+
+    @classmethod
+    def world(cls):
+        """The prior's world with known ground truth, or None (real priors). The built-in prior returns the
+        dreamlmc.shapes modules (grammar, data, metrics): the one door through which core code reaches them."""
+        return None
+
+    def sample_images(self, prompts: Sequence[str], guidance_scale: float, steps: int,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Draw images (B, 3, R, R) in [0, 1] from the prior (the built-in prior only)."""
+        from dreamlmc.errors import DreamlmcError
+
+        raise DreamlmcError("dreamlmc sample draws from the built-in prior; for other models use their diffusers "
+                            "pipelines")
+
     def default_corrective(self) -> Optional[str]:
         """Path of the k_psi shipped for this prior, if any."""
         return None

@@ -7,7 +7,7 @@ from typing import List, Optional
 import torch
 
 from dreamlmc.guidance.backends.base import PixelSpaceBackend
-from dreamlmc.guidance.builtin_prior import load_prior, make_scheduler, tokenize
+from dreamlmc.shapes.prior import load_prior, make_scheduler, sample, tokenize
 
 
 
@@ -38,11 +38,29 @@ class BuiltinBackend(PixelSpaceBackend):
         self.image_resolution = R
         self.alphas_cumprod = make_scheduler(self.net.cfg).alphas_cumprod.float().to(self.device)
 
+    @classmethod
+    def world(cls):
+        from types import SimpleNamespace
+
+        from dreamlmc.shapes import data, metrics, world
+
+        return SimpleNamespace(grammar=world, data=data, metrics=metrics)
+
+    @classmethod
+    def check_prompt(cls, prompt: str) -> None:
+        """Only the world's words (colours, shapes, views): anything else is a one-line error naming them."""
+        from dreamlmc.shapes.world import parse_prompt
+
+        parse_prompt(prompt)
+
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         return self.net.encode(tokenize(prompts).to(self.device))
 
     def _predict(self, x_t, t, emb):
         return self.net.predict(x_t.to(self.dtype), t.to(self.device), emb.to(self.dtype))
+
+    def sample_images(self, prompts, guidance_scale, steps, generator=None):
+        return sample(self.net, list(prompts), guidance_scale, steps, generator=generator, device=self.device)
 
     def card(self):
         return dict(super().card(), prior_fingerprint=self.fingerprint, prior_steps=self.prior_card.get("steps"))

@@ -71,7 +71,7 @@ def test_folder_without_model_index(tmp_path):
 
 def test_builtin_prior_samples_are_finite_and_reproducible():
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
-    from dreamlmc.guidance.builtin_prior import sample
+    from dreamlmc.shapes.prior import sample
 
     be = BuiltinBackend()
     R = be.image_resolution
@@ -80,9 +80,9 @@ def test_builtin_prior_samples_are_finite_and_reproducible():
     assert a.shape == (2, 3, R, R) and torch.isfinite(a).all() and torch.equal(a, b)
     assert be.prior_card["kind"] == "dreamlmc-builtin-prior"
     # the card lists the vocabulary the prior was trained on: the world's words
-    from dreamlmc.world import COLOURS, SHAPES
+    from dreamlmc.shapes.world import COLOURS, SHAPES
 
-    from dreamlmc.guidance.builtin_prior import TOKENS
+    from dreamlmc.shapes.prior import TOKENS
 
     assert be.prior_card["vocabulary"] == list(TOKENS) and set(COLOURS) | set(SHAPES) <= set(TOKENS)
     # a different seed gives different samples (the generator is really used)

@@ -81,8 +81,8 @@ def test_fused_and_torch_agree_on_a_trained_field():
     """Fit a field to a red cube's ground-truth renders for a few steps, then render with both paths."""
     from dreamlmc.cameras import CameraConfig, CameraSampler
     from dreamlmc.renderers.renderer import Renderer, RendererConfig
-    from dreamlmc.world import COLOURS
-    from dreamlmc.world_render import render_shapes
+    from dreamlmc.shapes.world import COLOURS
+    from dreamlmc.shapes.render import render_shapes
 
     torch.manual_seed(0)
     ren = Renderer(RendererConfig(num_samples=32))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dreamlmc import world
+from dreamlmc.shapes import world
 from dreamlmc.cameras import CameraConfig, orbit_cameras
 from dreamlmc.errors import DreamlmcError
-from dreamlmc.world_render import render_shapes
+from dreamlmc.shapes.render import render_shapes
 
 
 @pytest.mark.parametrize("shape", world.SHAPES)
@@ -59,3 +59,41 @@ def test_bad_prompts(prompt, needle):
     with pytest.raises(DreamlmcError) as e:
         world.parse_prompt(prompt)
     assert needle in str(e.value)
+
+
+def test_the_worlds_lighting_is_the_renderers():
+    """shapes restates the Lambertian model and its constants so that it imports no renderer; they must agree."""
+    from dreamlmc.renderers.shading import ShadingConfig, lambertian
+    from dreamlmc.shapes import render, world
+
+    assert (world.AMBIENT, world.DIFFUSE) == (ShadingConfig().ambient, ShadingConfig().diffuse)
+    g = torch.Generator().manual_seed(0)
+    a, n, l = (torch.rand(50, 3, generator=g) for _ in range(3))
+    n, l = torch.nn.functional.normalize(n - 0.5, dim=-1), torch.nn.functional.normalize(l - 0.5, dim=-1)
+    assert torch.equal(render.lambertian(a, n, l, 0.2, 0.8), lambertian(a, n, l, 0.2, 0.8))
+
+
+def test_core_and_guidance_reach_the_world_only_through_the_builtin_backend():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    allowed = {root / "guidance" / "backends" / "builtin.py"}
+    offenders = []
+    for folder in ("dreamlmc", "guidance", "renderers"):
+        for path in (root / folder).rglob("*.py"):
+            if "shapes" in path.parts or path in allowed:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [f"{node.module or ''}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    names = []
+                if any(n.startswith("dreamlmc.shapes") for n in names):
+                    offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+    # and the world itself (what the built-in backend uses to check prompts and sample) imports no renderer
+    for name in ("world", "render", "prior", "data", "classifier"):
+        assert "dreamlmc.renderers" not in (root / "dreamlmc" / "shapes" / f"{name}.py").read_text(), name

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 import torch
 
-from dreamlmc import world
+from dreamlmc.shapes import world
 
 
 def rotate_y(points: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -205,8 +205,7 @@ def evaluate_run(run, export: bool = True) -> Dict:
 
     from dreamlmc.cameras import orbit_cameras
     from dreamlmc.export import auto_threshold, density_grid
-    from dreamlmc.renderers.shading import ShadingConfig
-    from dreamlmc.world_render import render_shapes
+    from dreamlmc.shapes.render import render_shapes
 
     run = Path(run)
     tr = load_run(run)
@@ -236,9 +235,7 @@ def evaluate_run(run, export: bool = True) -> Dict:
     de = float(delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
     views = tr.render_views(8, 64)
     cams = orbit_cameras(cfg.camera, 8, 64, 64)
-    sh = ShadingConfig()
-    gt = render_shapes([shape] * 8, torch.tensor([world.COLOURS[colour]] * 8), cams, ambient=sh.ambient,
-                       diffuse=sh.diffuse)
+    gt = render_shapes([shape] * 8, torch.tensor([world.COLOURS[colour]] * 8), cams)
     sat, sat_gt = saturation(views["rgb"], views["opacity"]), saturation(gt["rgb"], gt["mask"])
     seconds = None
     if (run / "DONE").exists():

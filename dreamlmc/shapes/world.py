@@ -2,12 +2,12 @@
 
 Everything here is ground truth: analytic signed distance functions (scene units, +Y up, object centred at the
 origin), fixed albedos and the prompt grammar. The analytic renderer that makes the prior's training images and
-the benchmarks' reference renders is world_render.py; this module imports no renderer, so the guidance may use it.
+the benchmarks' reference renders is render.py; this module imports no renderer, so the built-in backend may use it.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -26,6 +26,9 @@ COLOURS: Dict[str, Tuple[float, float, float]] = {
 }
 VIEWS: Tuple[str, ...] = ("front", "side", "back", "overhead")
 BACKGROUND = (1.0, 1.0, 1.0)
+# The light of the prior's data: a point light near the camera, Lambertian with these ambient and diffuse terms
+# (the renderer's defaults, renderers/shading.py; a test keeps the two equal)
+AMBIENT, DIFFUSE = 0.2, 0.8
 BOUND_RADIUS = 1.0  # every shape lies inside this sphere
 
 # -------------------------------------------------------------------------------------------------- SDFs

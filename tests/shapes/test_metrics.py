@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from dreamlmc import metrics, world
+from dreamlmc.shapes import metrics, world
 
 
 def test_iou_of_a_shape_with_itself_is_one_and_a_shifted_copy_is_lower():

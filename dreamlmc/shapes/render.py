@@ -7,14 +7,20 @@ import torch
 import torch.nn.functional as F
 
 from dreamlmc.cameras import CameraBatch, generate_rays
-from dreamlmc.renderers.shading import lambertian
-from dreamlmc.world import BACKGROUND, BOUND_RADIUS, SDFS
+from dreamlmc.shapes.world import AMBIENT, BACKGROUND, BOUND_RADIUS, DIFFUSE, SDFS
+
+
+def lambertian(albedo: torch.Tensor, normal: torch.Tensor, light_dir: torch.Tensor, ambient: float,
+               diffuse: float) -> torch.Tensor:
+    """The renderer's Lambertian model (renderers/shading.py), restated so the world imports no renderer; a test
+    keeps the two identical."""
+    return albedo * (ambient + diffuse * (normal * light_dir).sum(-1, keepdim=True).clamp(min=0.0))
 
 
 
 @torch.no_grad()
-def render_shapes(shapes: List[str], albedos: torch.Tensor, cameras: CameraBatch, ambient: float = 0.2,
-                  diffuse: float = 0.8, supersample: int = 2, steps: int = 64, mode: str = "lambertian",
+def render_shapes(shapes: List[str], albedos: torch.Tensor, cameras: CameraBatch, ambient: float = AMBIENT,
+                  diffuse: float = DIFFUSE, supersample: int = 2, steps: int = 64, mode: str = "lambertian",
                   background: Tuple[float, float, float] = BACKGROUND) -> Dict[str, torch.Tensor]:
     """Ground-truth renders by sphere tracing the analytic SDFs.
 

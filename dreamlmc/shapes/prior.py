@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from dreamlmc.errors import DreamlmcError
-from dreamlmc.world import COLOURS, SHAPES, VIEWS, parse_prompt
+from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, parse_prompt
 
 PAD, BOS = 0, 1
 TOKENS: Tuple[str, ...] = ("<pad>", "<bos>") + tuple(COLOURS) + SHAPES + VIEWS
