@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.io import atomic_write, atomic_write_text
 
-DONE = "DONE"
+from dreamlmc.runs import DONE  # noqa: E402  (the one marker of a finished run)
 # keys a YAML entry may carry besides `prompt`, and the train flag each becomes
 ENTRY_FLAGS = {"guidance": "--guidance", "guidance_scale": "--guidance-scale", "seed": "--seed", "steps": "--steps",
                "model": "--model"}

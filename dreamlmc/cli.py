@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -14,7 +11,6 @@ from typing import List, Optional
 from dreamlmc.errors import DreamlmcError
 
 EXIT_USER_ERROR = 2
-DONE = "DONE"
 
 
 def _quiet_libraries() -> None:
@@ -25,31 +21,6 @@ def _quiet_libraries() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- run folders
-
-def prepare_run_dir(out: Path, force: bool) -> None:
-    """Create a fresh run folder; refuse to touch an existing run without --force."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DreamlmcError(f"--out {out} is a file, not a folder")
-    if out.exists() and any(out.iterdir()):
-        from dreamlmc.io import RunLock
-
-        if (out / RunLock.NAME).exists() and RunLock.held_by_other(out):
-            raise DreamlmcError(f"--out {out} is being written by another dreamlmc process; wait for it or stop it "
-                                "(--force never replaces a run that is in progress)")
-        if not force:
-            what = "a finished run" if (out / DONE).exists() else (
-                "an unfinished run (continue it with --resume)" if (out / "checkpoints").exists() else "files")
-            raise DreamlmcError(f"--out {out} already holds {what}; pass --force to replace it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise DreamlmcError(f"--out {out} is not writable ({e.strerror or type(e).__name__})")
-
 
 def _load_presets(paths: List[str]):
     from dreamlmc.config import load_yaml
@@ -79,127 +50,28 @@ def _yaml_str(s: str) -> str:
     return json.dumps(s)  # JSON strings are valid YAML scalars
 
 
-def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None) -> Path:
-    """Train (or resume) into the run folder, then write its outputs and DONE. trainer_cls: a Trainer subclass
-    (the quality benchmark's photometric ceiling); default Trainer."""
-    from dreamlmc.io import RunLock
-
-    with RunLock(out):  # one writer per run folder
-        return _run_training_locked(cfg, out, quiet, resume, log, trainer_cls)
-
-
-def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer_cls) -> Path:
-    from dreamlmc.config import dump_yaml
-    from dreamlmc.io import atomic_write_text
-    from dreamlmc.trainer import Trainer
-
-    t0 = time.time()
-    trainer = (trainer_cls or Trainer)(cfg, out, progress=not quiet, log=log)
-    if resume:
-        trainer.load_checkpoint()
-    else:
-        dump_yaml(cfg, out / "config.yaml")
-    if not trainer.train():
-        raise SystemExit(130)
-    if not quiet:
-        log("writing preview, turntable and mesh ...")
-    outs = trainer.write_outputs()
-    wall = time.time() - t0
-    atomic_write_text(out / "run.json", json.dumps(_run_info(trainer, wall), indent=2))
-    atomic_write_text(out / DONE, f"finished step {trainer.step} in {wall:.1f} s\n")
-    from dreamlmc.report import write_report
-
-    report = write_report(out)
-    if not quiet:
-        log(f"done in {wall:.0f} s: {outs['mesh']}, {outs['preview']}, {outs['turntable']}")
-        log(f"report: {report}")
-    return out
-
-
-def _run_info(trainer, wall_s: float) -> dict:
-    """What run.json records: wall time of this invocation, the process's peak RSS, versions and the prior."""
-    import platform
-    import resource
-
-    import torch
-
-    from dreamlmc import __version__
-
-    return {"wall_s": wall_s, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
-            "steps": trainer.step, "skipped_steps": trainer.skipped, "dreamlmc": __version__,
-            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "prior_fingerprint": getattr(trainer.backend, "fingerprint", None)}
-
-
 def cmd_train(args) -> int:
-    from dreamlmc.config import load_yaml
+    from dreamlmc import runs
     from dreamlmc.trainer import resolve_config
 
     if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").exists():
-            raise DreamlmcError(f"--resume {run}: no config.yaml there; is it a dreamlmc run folder?")
-        if (run / DONE).exists() and args.steps is None:
-            raise DreamlmcError(f"--resume {run}: that run is finished; pass --steps N to train it further")
-        if not (run / "checkpoints" / "last.safetensors").exists():
-            raise DreamlmcError(f"--resume {run}: no checkpoint yet; start it again with --force")
-        from dreamlmc.io import RunLock
-
-        if RunLock.held_by_other(run):  # before touching config.yaml or DONE
-            raise DreamlmcError(f"--resume {run}: it is being written by another dreamlmc process; wait for it or "
-                                "stop it")
-        data = load_yaml(run / "config.yaml")
-        extra = [f"steps={args.steps}"] if args.steps is not None else []
-        cfg = resolve_config([data], extra + list(args.overrides))
-        from dreamlmc.config import dump_yaml
-
-        dump_yaml(cfg, run / "config.yaml")
-        (run / DONE).unlink(missing_ok=True)
-        run_training(cfg, run, args.quiet, resume=True)
+        runs.resume(Path(args.resume), args.steps, args.overrides, args.quiet)
         return 0
     if args.out is None:
         raise DreamlmcError("--out RUN_DIR is required (or --resume RUN_DIR)")
     if args.prompt is None and not any(o.startswith("prompt=") for o in args.overrides):
         raise DreamlmcError("--prompt is required, e.g. --prompt \"a red cube\"")
     cfg = resolve_config(_load_presets(args.config), _train_overrides(args) + list(args.overrides))
-    prepare_run_dir(Path(args.out), args.force)
-    run_training(cfg, Path(args.out), args.quiet)
+    runs.prepare_run_dir(Path(args.out), args.force)
+    runs.run_training(cfg, Path(args.out), args.quiet)
     return 0
 
 
 def cmd_variations(args) -> int:
-    import torch
+    from dreamlmc import runs
 
-    from dreamlmc.trainer import resolve_config, save_png
-
-    if not 1 <= args.count <= 64:
-        raise DreamlmcError(f"--count must be between 1 and 64 (each variation is a full training run), got "
-                            f"{args.count}")
-    out = Path(args.out)
-    prepare_run_dir(out, args.force)
-    presets = _load_presets(args.config)
-    base = _train_overrides(args) + list(args.overrides)
-    tiles = []
-    for i in range(args.count):
-        # exactly `dreamlmc train` with the same arguments plus --fixed-eps --eps-seed i
-        cfg = resolve_config(presets, base + ["guidance.fixed_eps=true", f"guidance.eps_seed={i}"])
-        run = out / f"eps{i}"
-        prepare_run_dir(run, False)
-        if not args.quiet:
-            print(f"variation {i + 1}/{args.count} (eps seed {i}) -> {run}")
-        run_training(cfg, run, args.quiet)
-        from PIL import Image
-        import numpy as np
-
-        img = np.asarray(Image.open(run / "preview.png").convert("RGB"), dtype=np.float32) / 255.0
-        tiles.append(torch.from_numpy(img).permute(2, 0, 1))
-    save_png(torch.cat(tiles, dim=1), out / "variations.png")
-    from dreamlmc.report import write_index
-
-    index = write_index(out)
-    if not args.quiet:
-        print(f"contact sheet: {out / 'variations.png'}")
-        print(f"index: {index}")
+    runs.variations(_load_presets(args.config), _train_overrides(args) + list(args.overrides), args.count,
+                    Path(args.out), args.force, args.quiet)
     return 0
 
 
@@ -258,30 +130,12 @@ def cmd_view(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from dataclasses import replace
+    from dreamlmc import runs
 
-    from dreamlmc.config import load_yaml
-    from dreamlmc.trainer import Trainer, resolve_config
-
-    run = Path(args.run_dir)
-    if not (run / "config.yaml").exists() or not (run / "checkpoints" / "last.safetensors").exists():
-        raise DreamlmcError(f"{run} is not a dreamlmc run folder with a checkpoint")
-    cfg = resolve_config([load_yaml(run / "config.yaml")], [])
-    ecfg = replace(cfg.export, format=args.format or cfg.export.format,
-                   resolution=args.resolution or cfg.export.resolution,
-                   texture=args.texture or cfg.export.texture)
-    if not 8 <= ecfg.resolution <= 512:
-        raise DreamlmcError(f"--resolution must be between 8 and 512 (cells per axis), got {ecfg.resolution}")
-    from dreamlmc.io import RunLock
-
-    with RunLock(run):
-        trainer = Trainer(cfg, run, progress=False)
-        trainer.load_checkpoint()
-        out = Path(args.out) if args.out else run / f"model.{ecfg.format}"
-        threshold = None if args.threshold is None else (args.threshold if args.threshold == "auto" else
-                                                         _float(args.threshold, "--threshold"))
-        trainer.export_mesh(out, ecfg, threshold=threshold)
-    print(out)
+    threshold = None if args.threshold is None else (args.threshold if args.threshold == "auto" else
+                                                     _float(args.threshold, "--threshold"))
+    print(runs.export(Path(args.run_dir), args.format, args.resolution, args.texture, threshold,
+                      Path(args.out) if args.out else None))
     return 0
 
 
@@ -301,7 +155,7 @@ def cmd_sample(args) -> int:
     from tqdm import tqdm
 
     from dreamlmc.guidance.backends import load_backend
-    from dreamlmc.trainer import save_png
+    from dreamlmc.media import save_png
 
     if not 1 <= args.count <= MAX_SAMPLES:
         raise DreamlmcError(f"--count must be between 1 and {MAX_SAMPLES}, got {args.count}")

@@ -83,7 +83,7 @@ def run_image(cfg: ImageConfig, out: Path, progress: bool = True) -> Path:
 
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
-    from dreamlmc.trainer import save_png
+    from dreamlmc.media import save_png
 
     if cfg.steps < 0 or cfg.variations < 1:
         raise DreamlmcError("--steps must be >= 0 and --variations >= 1")

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.io import atomic_write_text
 
-DONE = "DONE"
+from dreamlmc.runs import DONE  # noqa: E402  (the one marker of a finished run)
 VIEWER_JS = "model-viewer-4.4.0-umd.min.js"
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 

@@ -1,8 +1,8 @@
 """The training loop: camera sampler -> renderer -> guidance -> optimiser step, then the exporter.
 
-A run folder holds config.yaml (the fully resolved config), metrics.jsonl, checkpoints/last.safetensors (+ .json:
-everything needed to resume bit for bit: field and occupancy grid, optimiser, RNG states, the fixed ε, step) and,
-once finished, model.glb, preview.png and turntable.mp4 (or .gif), with DONE marking a finished run.
+The trainer writes into a run folder (dreamlmc/runs.py): metrics.jsonl, checkpoints/last.safetensors (everything
+needed to resume bit for bit: field and occupancy grid, optimiser, RNG states, the fixed ε, step; see checkpoint.py)
+and, once finished, model.glb, preview.png and turntable.mp4 (or .gif).
 """
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.export import ExportConfig, extract_mesh, write_mesh
 from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
-from dreamlmc.io import atomic_write, atomic_write_text
+from dreamlmc.checkpoint import CHECKPOINT, load_optimizer_state, load_state, optimizer_state, save_state
+from dreamlmc.io import atomic_write_text
+from dreamlmc.media import grid, save_png, write_video
 from dreamlmc.renderers.renderer import Renderer, RendererConfig
 from dreamlmc.renderers.shading import choose_mode
 from dreamlmc.config import spec
@@ -61,74 +63,6 @@ class TrainConfig:
             raise DreamlmcError(f"device must be cpu or cuda, got {self.device!r}")
 
 
-CHECKPOINT = "checkpoints/last.safetensors"
-STATE_KEY = "dreamlmc_state"  # safetensors header entry with the checkpoint's non-tensor state (JSON)
-
-
-def _flatten_state(prefix: str, obj, tensors: Dict[str, torch.Tensor], meta: Dict):
-    """Nested state dicts -> flat safetensors tensors + JSON metadata (no pickle anywhere)."""
-    if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().contiguous()
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten_state(f"{prefix}/{k}" if prefix else str(k), v, tensors, meta)
-    elif isinstance(obj, (list, tuple)) and any(isinstance(v, (torch.Tensor, dict)) for v in obj):
-        meta[prefix + "#len"] = len(obj)
-        for i, v in enumerate(obj):
-            _flatten_state(f"{prefix}/{i}", v, tensors, meta)
-    else:
-        meta[prefix] = obj
-
-
-def _unflatten_state(tensors: Dict[str, torch.Tensor], meta: Dict):
-    root: Dict = {}
-
-    def put(path: str, value):
-        parts = path.split("/")
-        d = root
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-        d[parts[-1]] = value
-
-    for k, v in tensors.items():
-        put(k, v)
-    lists = {k[:-4] for k in meta if k.endswith("#len")}
-    for k, v in meta.items():
-        if not k.endswith("#len"):
-            put(k, v)
-
-    def fix(path: str, obj):
-        if isinstance(obj, dict):
-            obj = {k: fix(f"{path}/{k}" if path else k, v) for k, v in obj.items()}
-            if path in lists:
-                return [obj[str(i)] for i in range(len(obj))]
-        return obj
-
-    return fix("", root)
-
-
-def checkpoint_state(path: Path) -> Dict:
-    """The non-tensor state of a checkpoint file (step, RNG metadata, ...), without loading its tensors."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    if STATE_KEY in header:
-        return json.loads(header[STATE_KEY])
-    return json.loads(Path(path).with_suffix(".json").read_text())
-
-
-def _optimizer_state(opt: torch.optim.Optimizer) -> Dict:
-    sd = opt.state_dict()
-    return {"state": {str(k): v for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
-
-
-def _load_optimizer_state(opt: torch.optim.Optimizer, sd: Dict) -> None:
-    groups = [dict(g, params=[int(p) for p in g["params"]]) for g in sd["param_groups"]]
-    state = {int(k): v for k, v in sd["state"].items()}
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, backend=None, progress: bool = True,
                  log: Callable[[str], None] = print):
@@ -162,34 +96,21 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- state
     def state(self) -> Dict:
-        return {"renderer": self.renderer.state_dict(), "optimizer": _optimizer_state(self.optimizer),
+        return {"renderer": self.renderer.state_dict(), "optimizer": optimizer_state(self.optimizer),
                 "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "guidance": self.guidance.state_dict(),
                 "step": self.step, "skipped": self.skipped}
 
     def save_checkpoint(self) -> Path:
-        from safetensors.torch import save_file
-
-        tensors, meta = {}, {}
-        _flatten_state("", self.state(), tensors, meta)
-        path = self.run_dir / CHECKPOINT
-        # one file: the non-tensor state rides in the safetensors header, so a kill can never pair new tensors
-        # with old metadata
-        atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt", STATE_KEY: json.dumps(meta)}),
-                     what=f"free space and resume with 'dreamlmc train --resume {self.run_dir}'")
-        path.with_suffix(".json").unlink(missing_ok=True)  # the two-file layout of older versions
-        return path
+        return save_state(self.run_dir / CHECKPOINT, self.state(),
+                          what=f"free space and resume with 'dreamlmc train --resume {self.run_dir}'")
 
     def load_checkpoint(self, path: Optional[Path] = None) -> None:
-        from safetensors.torch import load_file
-
         path = Path(path or self.run_dir / CHECKPOINT)
         try:
-            tensors = load_file(str(path))
-            meta = checkpoint_state(path)  # older versions kept it in a .json beside the tensors
-            st = _unflatten_state(tensors, meta)
+            st = load_state(path)
             self.renderer.load_state_dict(st["renderer"])
-            _load_optimizer_state(self.optimizer, st["optimizer"])
+            load_optimizer_state(self.optimizer, st["optimizer"])
             self.sampler.load_state_dict(st["sampler"])
             self.generator.set_state(st["generator"])
             torch.set_rng_state(st["torch_rng"])
@@ -306,8 +227,7 @@ class Trainer:
         cfg = self.cfg
         outs = {}
         views = self.render_views(8, cfg.preview_resolution)
-        grid = torch.cat([torch.cat(list(views["rgb"]), -1), torch.cat(list(views["textureless"]), -1)], -2)
-        outs["preview"] = save_png(grid, self.run_dir / "preview.png")
+        outs["preview"] = save_png(grid([views["rgb"], views["textureless"]]), self.run_dir / "preview.png")
         outs["turntable"] = self.write_turntable()
         outs["mesh"] = self.export_mesh(self.run_dir / f"model.{cfg.export.format}", cfg.export)
         return outs
@@ -355,35 +275,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         except (ValueError, KeyError):
             continue
     atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
-def save_png(img: torch.Tensor, path: Path) -> Path:
-    """(3, H, W) in [0, 1] -> PNG, atomically."""
-    from PIL import Image
-
-    arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    atomic_write(Path(path), lambda p: Image.fromarray(arr).save(p, format="PNG"))
-    return Path(path)
-
-
-def write_video(frames: List[np.ndarray], path: Path, fps: int) -> Path:
-    """MP4 through imageio-ffmpeg; a GIF beside it when ffmpeg is unavailable. Returns the written path."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    try:
-        import imageio_ffmpeg
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-        atomic_write(path, lambda p: imageio.mimwrite(p, frames, fps=fps, format="FFMPEG", codec="libx264",
-                                                       quality=8, macro_block_size=1))
-        return path
-    except DreamlmcError:  # the disk, not ffmpeg: a GIF would fail the same way
-        raise
-    except Exception:
-        gif = path.with_suffix(".gif")
-        atomic_write(gif, lambda p: imageio.mimwrite(p, frames, format="GIF", duration=1.0 / fps, loop=0))
-        return gif
 
 
 def resolve_config(presets: List[Dict], overrides: List[str]) -> TrainConfig:

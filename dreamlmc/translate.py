@@ -123,11 +123,11 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
     atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2))
     if figure is not None:
-        from dreamlmc.trainer import save_png
+        from dreamlmc.media import grid, save_png
 
         with torch.no_grad():
             x = data[:8]
-            save_png(torch.cat([torch.cat(list(x), -1), torch.cat(list(net(x)), -1)], -2).cpu(), figure)
+            save_png(grid([x, net(x)]), figure)
     return card
 
 
@@ -154,7 +154,7 @@ def load_translation(path: str, device="cpu") -> Tuple[TranslationNet, Dict]:
 def apply_translation(net_path: str, inputs: Sequence[str], out: Path, device="cpu") -> Path:
     """Translates images; writes one PNG: inputs on the top row, outputs below."""
     from dreamlmc.image import load_image
-    from dreamlmc.trainer import save_png
+    from dreamlmc.media import grid, save_png
 
     net, card = load_translation(net_path, device)
     if not inputs:
@@ -162,5 +162,5 @@ def apply_translation(net_path: str, inputs: Sequence[str], out: Path, device="c
     x = torch.cat([load_image(p, card["resolution"], flag="--input") for p in inputs]).to(device)
     with torch.no_grad():
         y = net(x)
-    save_png(torch.cat([torch.cat(list(x), -1), torch.cat(list(y), -1)], -2).cpu(), out)
+    save_png(grid([x, y]), out)
     return out

@@ -178,11 +178,12 @@ def diagnostic_figure(backend: DiffusionBackend, net: Corrective, x: torch.Tenso
         with torch.no_grad():
             x_hat = one_step_denoise(backend, x, t, eps, cond).float()
             k = net.to(backend.device)(x, t.float() / T)
-        row = [backend.decode(v) for v in (x, x_hat, k)]
-        tiles.append(torch.cat([torch.cat(list(r), dim=-1) for r in row], dim=-1))  # (3, R, 3 n R)
+        tiles.append(torch.cat([backend.decode(v).cpu() for v in (x, x_hat, k)]))  # one row: x | x_hat | k_psi
         spectra[f"{tf:.1f}"] = {name: radial_power_spectrum(v).tolist() for name, v in
                                 (("x", x), ("x_hat", x_hat), ("k_psi", k))}
-    grid = torch.cat(tiles, dim=-2).cpu()
+    from dreamlmc.media import grid as image_grid
+
+    grid = image_grid(tiles)
     img = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize(
         (grid.shape[2] * 2, grid.shape[1] * 2), Image.NEAREST)
     # spectra panel: log power vs frequency, one small plot per t (x black, x_hat red, k_psi blue)

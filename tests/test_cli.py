@@ -178,7 +178,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
-    from dreamlmc.trainer import checkpoint_state
+    from dreamlmc.checkpoint import checkpoint_state
 
     meta = checkpoint_state(out / "checkpoints" / "last.safetensors")
     assert meta["step"] >= 5 and not (out / "DONE").exists()

@@ -93,7 +93,7 @@ def test_every_key_rejects_bad_values_in_one_line_or_accepts_them():
 
 
 def _tiny_run(cfg, tmp: Path):
-    from dreamlmc.cli import run_training
+    from dreamlmc.runs import run_training
 
     run = tmp / "run"
     run.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 mode, a photometric loss instead of guidance) and exporting must reproduce the shape."""
 import pytest
 
-from dreamlmc.cli import prepare_run_dir, run_training
+from dreamlmc.runs import prepare_run_dir, run_training
 from dreamlmc.shapes.metrics import evaluate_run
 from dreamlmc.trainer import resolve_config
 from tools.bench_quality import ceiling_trainer_cls

@@ -70,13 +70,13 @@ def _fail_nth_write(monkeypatch, target: str, n: int, code=errno.ENOSPC):
                 return real(path, broken, what)
         return real(path, write, what)
 
-    for mod in ("dreamlmc.io", "dreamlmc.trainer", "dreamlmc.export"):
+    for mod in ("dreamlmc.io", "dreamlmc.checkpoint", "dreamlmc.media", "dreamlmc.export"):
         monkeypatch.setattr(f"{mod}.atomic_write", flaky, raising=False)
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
 def test_a_failing_checkpoint_write_stops_cleanly_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys, code):
-    from dreamlmc.trainer import checkpoint_state
+    from dreamlmc.checkpoint import checkpoint_state
 
     out = tmp_path / "run"
     _fail_nth_write(monkeypatch, "last.safetensors", 3, code)  # checkpoints at steps 4, 8, then 12 fails
@@ -109,7 +109,7 @@ def test_a_failing_output_write_is_one_line_and_the_run_resumes(tmp_path, monkey
 def test_sigkill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path):
     """The child writes its checkpoints slowly (a sleep inside the write, after the tensors are on disk in the
     temporary file); it is SIGKILLed there. The checkpoint left is whole: the previous one."""
-    from dreamlmc.trainer import checkpoint_state
+    from dreamlmc.checkpoint import checkpoint_state
 
     out = tmp_path / "run"
     code = f"""

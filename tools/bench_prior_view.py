@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                                      "t_fracs": t_fracs}, args.out)
     print(f"wrote {path}")
     if args.figure:
-        from dreamlmc.trainer import save_png
+        from dreamlmc.media import save_png
 
         grid = torch.cat(examples, -2)
         grid = torch.nn.functional.interpolate(grid[None], scale_factor=3, mode="nearest")[0]

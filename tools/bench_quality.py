@@ -95,7 +95,7 @@ def ceiling_job(args) -> str:
     out = Path(workdir) / run_name(job)
     if (out / "DONE").exists():
         return str(out)
-    from dreamlmc.cli import prepare_run_dir, run_training
+    from dreamlmc.runs import prepare_run_dir, run_training
     from dreamlmc.trainer import resolve_config
 
     cfg = resolve_config([], [f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={steps}"]

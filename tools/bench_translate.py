@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     path = write_json("translate", {"machine": machine(), "rows": rows, "args": vars(args)}, args.out)
     print(f"wrote {path}")
     if args.figure:
-        from dreamlmc.trainer import save_png
+        from dreamlmc.media import save_png
 
         fig = torch.cat(figure_rows, -2)
         save_png(torch.nn.functional.interpolate(fig[None], scale_factor=3, mode="nearest")[0], Path(args.figure))

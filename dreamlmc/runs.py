@@ -1,0 +1,174 @@
+"""Run folders: create one (never replacing a finished run without --force), train into it, resume it, make
+fixed-ε variations, re-export its mesh. One writer per folder (io.RunLock).
+
+A run folder holds config.yaml (the fully resolved config), metrics.jsonl, checkpoints/last.safetensors and, once
+finished, model.glb, preview.png, turntable.mp4 (or .gif), run.json (wall time, peak RSS, versions), report.html
+and DONE.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from dreamlmc.errors import DreamlmcError
+
+DONE = "DONE"
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Create a fresh run folder; refuse to touch an existing run without --force."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DreamlmcError(f"--out {out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()):
+        from dreamlmc.io import RunLock
+
+        if (out / RunLock.NAME).exists() and RunLock.held_by_other(out):
+            raise DreamlmcError(f"--out {out} is being written by another dreamlmc process; wait for it or stop it "
+                                "(--force never replaces a run that is in progress)")
+        if not force:
+            what = "a finished run" if (out / DONE).exists() else (
+                "an unfinished run (continue it with --resume)" if (out / "checkpoints").exists() else "files")
+            raise DreamlmcError(f"--out {out} already holds {what}; pass --force to replace it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise DreamlmcError(f"--out {out} is not writable ({e.strerror or type(e).__name__})")
+
+
+def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None) -> Path:
+    """Train (or resume) into the run folder, then write its outputs and DONE. trainer_cls: a Trainer subclass
+    (the quality benchmark's photometric ceiling); default Trainer."""
+    from dreamlmc.io import RunLock
+
+    with RunLock(out):  # one writer per run folder
+        return _run_training_locked(cfg, out, quiet, resume, log, trainer_cls)
+
+
+def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer_cls) -> Path:
+    from dreamlmc.config import dump_yaml
+    from dreamlmc.io import atomic_write_text
+    from dreamlmc.trainer import Trainer
+
+    t0 = time.time()
+    trainer = (trainer_cls or Trainer)(cfg, out, progress=not quiet, log=log)
+    if resume:
+        trainer.load_checkpoint()
+    else:
+        dump_yaml(cfg, out / "config.yaml")
+    if not trainer.train():
+        raise SystemExit(130)
+    if not quiet:
+        log("writing preview, turntable and mesh ...")
+    outs = trainer.write_outputs()
+    wall = time.time() - t0
+    atomic_write_text(out / "run.json", json.dumps(_run_info(trainer, wall), indent=2))
+    atomic_write_text(out / DONE, f"finished step {trainer.step} in {wall:.1f} s\n")
+    from dreamlmc.report import write_report
+
+    report = write_report(out)
+    if not quiet:
+        log(f"done in {wall:.0f} s: {outs['mesh']}, {outs['preview']}, {outs['turntable']}")
+        log(f"report: {report}")
+    return out
+
+
+def _run_info(trainer, wall_s: float) -> dict:
+    """What run.json records: wall time of this invocation, the process's peak RSS, versions and the prior."""
+    import platform
+    import resource
+
+    import torch
+
+    from dreamlmc import __version__
+
+    return {"wall_s": wall_s, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+            "steps": trainer.step, "skipped_steps": trainer.skipped, "dreamlmc": __version__,
+            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "prior_fingerprint": getattr(trainer.backend, "fingerprint", None)}
+
+
+def resume(run: Path, steps: Optional[int], overrides: Sequence[str], quiet: bool) -> Path:
+    """Continue an interrupted run from its last checkpoint (or a finished one further, with steps)."""
+    from dreamlmc.config import dump_yaml, load_yaml
+    from dreamlmc.io import RunLock
+    from dreamlmc.trainer import resolve_config
+
+    run = Path(run)
+    if not (run / "config.yaml").exists():
+        raise DreamlmcError(f"--resume {run}: no config.yaml there; is it a dreamlmc run folder?")
+    if (run / DONE).exists() and steps is None:
+        raise DreamlmcError(f"--resume {run}: that run is finished; pass --steps N to train it further")
+    if not (run / "checkpoints" / "last.safetensors").exists():
+        raise DreamlmcError(f"--resume {run}: no checkpoint yet; start it again with --force")
+    if RunLock.held_by_other(run):  # before touching config.yaml or DONE
+        raise DreamlmcError(f"--resume {run}: it is being written by another dreamlmc process; wait for it or "
+                            "stop it")
+    extra = [f"steps={steps}"] if steps is not None else []
+    cfg = resolve_config([load_yaml(run / "config.yaml")], extra + list(overrides))
+    dump_yaml(cfg, run / "config.yaml")
+    (run / DONE).unlink(missing_ok=True)
+    return run_training(cfg, run, quiet, resume=True)
+
+
+def variations(presets: List[Dict], overrides: Sequence[str], count: int, out: Path, force: bool,
+               quiet: bool, log=print) -> Path:
+    """count runs out/eps0 .. eps{count-1}: each exactly `dreamlmc train` with the same settings plus
+    --fixed-eps --eps-seed i; then out/variations.png (the previews stacked) and out/index.html."""
+    from dreamlmc.media import load_png, save_png
+    from dreamlmc.report import write_index
+    from dreamlmc.trainer import resolve_config
+
+    if not 1 <= count <= 64:
+        raise DreamlmcError(f"--count must be between 1 and 64 (each variation is a full training run), got {count}")
+    out = Path(out)
+    prepare_run_dir(out, force)
+    tiles = []
+    for i in range(count):
+        cfg = resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true", f"guidance.eps_seed={i}"])
+        run = out / f"eps{i}"
+        prepare_run_dir(run, False)
+        if not quiet:
+            log(f"variation {i + 1}/{count} (eps seed {i}) -> {run}")
+        run_training(cfg, run, quiet)
+        tiles.append(load_png(run / "preview.png"))
+    import torch
+
+    save_png(torch.cat(tiles, dim=1), out / "variations.png")
+    index = write_index(out)
+    if not quiet:
+        log(f"contact sheet: {out / 'variations.png'}")
+        log(f"index: {index}")
+    return out
+
+
+def export(run: Path, fmt: Optional[str] = None, resolution: Optional[int] = None, texture: bool = False,
+           threshold=None, out: Optional[Path] = None) -> Path:
+    """Re-export a run's mesh from its checkpoint (another format, resolution, a baked texture, an iso-level)."""
+    from dataclasses import replace
+
+    from dreamlmc.config import load_yaml
+    from dreamlmc.io import RunLock
+    from dreamlmc.trainer import Trainer, resolve_config
+
+    run = Path(run)
+    if not (run / "config.yaml").exists() or not (run / "checkpoints" / "last.safetensors").exists():
+        raise DreamlmcError(f"{run} is not a dreamlmc run folder with a checkpoint")
+    cfg = resolve_config([load_yaml(run / "config.yaml")], [])
+    ecfg = replace(cfg.export, format=fmt or cfg.export.format, resolution=resolution or cfg.export.resolution,
+                   texture=texture or cfg.export.texture)
+    if not 8 <= ecfg.resolution <= 512:
+        raise DreamlmcError(f"--resolution must be between 8 and 512 (cells per axis), got {ecfg.resolution}")
+    with RunLock(run):
+        trainer = Trainer(cfg, run, progress=False)
+        trainer.load_checkpoint()
+        out = Path(out) if out else run / f"model.{ecfg.format}"
+        trainer.export_mesh(out, ecfg, threshold=threshold)
+    return out
