@@ -260,10 +260,12 @@ def cmd_corrective_train(args) -> int:
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, per_prompt=args.per_prompt,
                             seed=args.seed, progress=not args.quiet)
     if args.figure:
-        import torch
+
+        from dreamlmc.checkpoint import load_state
+        from dreamlmc.guidance.corrective_train import resume_path
 
         net, _ = load_corrective(out, expect_model_id=be.model_id)
-        state = torch.load(out.with_suffix(".ckpt.pt"), weights_only=True)
+        state = load_state(resume_path(out))
         diagnostic_figure(be, net, state["pool_x"][:: max(1, len(state["pool_x"]) // 4)][:4],
                           list(state["pool_prompts"])[:: max(1, len(state["pool_prompts"]) // 4)][:4],
                           Path(args.figure))

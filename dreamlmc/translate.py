@@ -12,7 +12,6 @@ cameras. Noise is fresh at every step by default (one ε for a whole data set wo
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -69,13 +68,11 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
     """Trains g_θ, writes out (.safetensors) + a .json card beside it; returns the card."""
     from dataclasses import replace
 
-    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
     from dreamlmc.image import load_image_folder
-    from dreamlmc.io import atomic_write, atomic_write_text
 
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.per_source < 1:
         raise DreamlmcError("--steps, --batch-size and --per-source must be >= 1")
@@ -118,10 +115,9 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             "guidance_scale": gcfg.guidance_scale, "sources": len(data),
             "final_loss": float(np.mean(losses[-20:]))}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata={"card": json.dumps(card)}))
-    atomic_write_text(out.with_suffix(".json"), json.dumps(card, indent=2))
+    from dreamlmc.netio import save_network
+
+    save_network(net, out, card)
     if figure is not None:
         from dreamlmc.media import grid, save_png
 
@@ -132,23 +128,10 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
 
 
 def load_translation(path: str, device="cpu") -> Tuple[TranslationNet, Dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from dreamlmc.netio import load_network
 
-    p = Path(path)
-    if not p.exists():
-        raise DreamlmcError(f"--net {path}: no such file")
-    try:
-        with safe_open(str(p), "pt") as f:
-            card = json.loads((f.metadata() or {}).get("card", "{}"))
-        state = load_file(str(p))
-    except Exception:
-        raise DreamlmcError(f"--net {path}: not a safetensors file")
-    if card.get("kind") != "dreamlmc-translation":
-        raise DreamlmcError(f"--net {path}: not a translation network (train one with 'dreamlmc translate train')")
-    net = TranslationNet(**card["net"])
-    net.load_state_dict(state)
-    return net.to(device).eval().requires_grad_(False), card
+    return load_network(Path(path), lambda card: TranslationNet(**card["net"]), "translation network",
+                        "train one with 'dreamlmc translate train'", kind="dreamlmc-translation", device=device)
 
 
 def apply_translation(net_path: str, inputs: Sequence[str], out: Path, device="cpu") -> Path:

@@ -7,7 +7,6 @@ loading one made for another prior is refused.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -54,32 +53,17 @@ class Corrective(nn.Module):
 
 
 def save_corrective(net: Corrective, path: Path, card: Dict) -> None:
-    from safetensors.torch import save_file
+    from dreamlmc.netio import save_network
 
-    from dreamlmc.io import atomic_write, atomic_write_text
-
-    path = Path(path)
-    tensors = {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(dict(card, config=net.config), indent=2))
+    save_network(net.float(), path, dict(card, config=net.config, kind="dreamlmc-corrective"))
 
 
 def load_corrective(path: Path, expect_model_id: Optional[str] = None, device="cpu") -> Tuple[Corrective, Dict]:
-    from safetensors.torch import load_file
+    from dreamlmc.netio import load_network
 
-    path = Path(path)
-    card_path = path.with_suffix(".json")
-    if not path.exists():
-        raise DreamlmcError(f"corrective k_psi not found: {path}; train one with 'dreamlmc corrective train'")
-    if not card_path.exists():
-        raise DreamlmcError(f"corrective {path} has no card {card_path.name}; it cannot be matched to a prior")
-    card = json.loads(card_path.read_text())
+    net, card = load_network(path, lambda card: Corrective(**card["config"]), "corrective k_psi",
+                             "train one with 'dreamlmc corrective train'", device=device)
     if expect_model_id is not None and card.get("model_id") != expect_model_id:
         raise DreamlmcError(f"corrective {path} was trained for prior {card.get('model_id')!r}, not "
                             f"{expect_model_id!r}; train a matching one with 'dreamlmc corrective train'")
-    net = Corrective(**card["config"])
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except Exception as e:  # a corrupt or mismatched file is a user-fixable problem
-        raise DreamlmcError(f"corrective {path} could not be loaded ({type(e).__name__}); retrain it")
-    return net.to(device).eval().requires_grad_(False), card
+    return net, card

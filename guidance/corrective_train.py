@@ -18,18 +18,14 @@ import torch
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.guidance.backends.base import DiffusionBackend
 from dreamlmc.guidance.corrective import Corrective, save_corrective
+from dreamlmc.guidance.diffusion import add_noise, coefficients, ddim_sample, denoised
 
 
 def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: int, guidance_scale: float,
                 steps: int, seed: int, progress: bool = True) -> Dict:
     """Clean x (N, C, h, w) drawn from the prior with DDIM, and their prompts."""
-    from diffusers import DDIMScheduler
     from tqdm import tqdm
 
-    T = backend.num_train_timesteps
-    sched = DDIMScheduler(num_train_timesteps=T, trained_betas=_betas(backend.alphas_cumprod.cpu()).numpy(),
-                          clip_sample=False, set_alpha_to_one=True)
-    sched.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
     xs: List[torch.Tensor] = []
     names: List[str] = []
@@ -39,10 +35,8 @@ def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: i
         ps = todo[i:i + chunk]
         x = torch.randn((len(ps),) + tuple(backend.latent_shape), generator=g).to(backend.device)
         cond, uncond = backend.encode_prompts(ps), backend.encode_prompts([""] * len(ps))
-        for t in sched.timesteps:
-            tt = torch.full((len(ps),), int(t), device=backend.device)
-            e_c, e_u = backend.predict_noise(x, tt, cond, uncond)
-            x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
+        x = ddim_sample(lambda x_t, t: backend.predict_noise(x_t, t, cond, uncond), x, backend.scheduler, steps,
+                        guidance_scale)
         xs.append(x.float().cpu())
         names += ps
     return {"x": torch.cat(xs), "prompts": names}
@@ -57,18 +51,18 @@ def folder_pool(backend: DiffusionBackend, folder: Path) -> Dict:
     return {"x": torch.cat(xs), "prompts": [""] * len(imgs)}
 
 
-def _betas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
-    return (1 - alphas_cumprod / prev).clamp(1e-8, 0.999)
+def resume_path(out: Path) -> Path:
+    """The resumable training state beside a k_psi file (safetensors: network, optimiser, RNG, the sample pool)."""
+    return Path(out).with_suffix(".ckpt.safetensors")
 
 
 def one_step_denoise(backend: DiffusionBackend, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                      cond: torch.Tensor) -> torch.Tensor:
-    ac = backend.alphas_cumprod[t].view(-1, 1, 1, 1)
-    a, s = ac.sqrt(), (1 - ac).sqrt()
-    x_t = a * x + s * eps
+    """x̂ from the conditional prediction at x_t = α_t x + σ_t ε (what the guidance's x̂ uses)."""
+    alpha, sigma = coefficients(backend.alphas_cumprod, t)
+    x_t = add_noise(x, alpha, sigma, eps)
     e_c, _ = backend.predict_noise(x_t, t, cond, None)
-    return (x_t - s * e_c) / a
+    return denoised(x_t, e_c, alpha, sigma)
 
 
 def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str] = (), images: Optional[Path] = None,
@@ -80,16 +74,20 @@ def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str
     from tqdm import tqdm
 
     out = Path(out)
-    ckpt = out.with_suffix(".ckpt.pt")
+    ckpt = resume_path(out)
     torch.manual_seed(seed)
     net = Corrective(channels=backend.latent_shape[0], hidden=hidden, layers=layers, kernel=kernel)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 1)
     step, losses = 0, []
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        from dreamlmc.checkpoint import load_state
+
+        state = load_state(ckpt)
         net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
+        from dreamlmc.checkpoint import load_optimizer_state
+
+        load_optimizer_state(opt, state["opt"])
         g.set_state(state["generator"])
         pool = {"x": state["pool_x"], "prompts": list(state["pool_prompts"])}
         step, losses = int(state["step"]), list(state["losses"])
@@ -106,11 +104,10 @@ def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str
     t_lo, t_hi = int(t_range[0] * T), min(T - 1, int(t_range[1] * T))
 
     def save_ckpt():
-        from dreamlmc.io import atomic_write
+        from dreamlmc.checkpoint import optimizer_state, save_state
 
-        state = {"net": net.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(), "step": step,
-                 "losses": losses, "pool_x": x_all, "pool_prompts": prompt_list}
-        atomic_write(ckpt, lambda p: torch.save(state, p))
+        save_state(ckpt, {"net": net.state_dict(), "opt": optimizer_state(opt), "generator": g.get_state(),
+                          "step": step, "losses": losses, "pool_x": x_all, "pool_prompts": prompt_list})
 
     bar = tqdm(total=steps, initial=step, desc="training k_psi", disable=not progress)
     t0 = time.time()

@@ -18,6 +18,7 @@ import torch
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.guidance.backends.base import DiffusionBackend
 from dreamlmc.guidance.corrective import Corrective, load_corrective
+from dreamlmc.guidance.diffusion import add_noise, coefficients, denoised
 from dreamlmc.guidance.lmc import lmc_loss
 from dreamlmc.guidance.noise import NoiseSource
 from dreamlmc.config import spec
@@ -121,14 +122,12 @@ class ScoreDistillation:
             eps = self.noise.sample(B)
         t = t.to(be.device)
         eps = eps.to(x.device, x.dtype)
-        ac = be.alphas_cumprod.to(x.device)[t]
-        alpha, sigma = ac.sqrt(), (1 - ac).sqrt()
-        a4, s4 = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+        alpha, sigma = coefficients(be.alphas_cumprod, t)
         w = sigma ** 2 if cfg.weighting == "sds" else torch.ones_like(sigma)
         w4 = w.view(-1, 1, 1, 1)
         s = cfg.guidance_scale
         with torch.no_grad():
-            x_t = a4 * x.detach() + s4 * eps
+            x_t = add_noise(x.detach(), alpha, sigma, eps)
             eps_c, eps_u = be.predict_noise(x_t, t, cond, uncond if s != 1.0 else None)
             g_cond = w4 * (s - 1.0) * (eps_c - eps_u) if eps_u is not None else torch.zeros_like(eps_c)
             g_cond = torch.nan_to_num(g_cond)
@@ -144,7 +143,7 @@ class ScoreDistillation:
             if lc.eps == "fresh":
                 eps2 = self.noise.fresh(B).to(x.device, x.dtype)
                 with torch.no_grad():
-                    x_t2 = a4 * x.detach() + s4 * eps2
+                    x_t2 = add_noise(x.detach(), alpha, sigma, eps2)
                     need_u = lc.x_hat_from == "guided" and s != 1.0
                     e_c2, e_u2 = be.predict_noise(x_t2, t, cond, uncond if need_u else None)
                 x_t_l, e_c_l, e_u_l = x_t2, e_c2, e_u2
@@ -152,7 +151,7 @@ class ScoreDistillation:
                 x_t_l, e_c_l, e_u_l = x_t, eps_c, eps_u
             with torch.no_grad():
                 e_hat = e_c_l if (lc.x_hat_from == "conditional" or e_u_l is None) else e_u_l + s * (e_c_l - e_u_l)
-                x_hat = (x_t_l - s4 * e_hat) / a4
+                x_hat = denoised(x_t_l, e_hat, alpha, sigma)
             c_t = alpha / sigma if lc.c_t == "alpha_over_sigma" else torch.ones_like(alpha)
             scale = lc.weight * w * c_t
             t_norm = t.float() / be.num_train_timesteps

@@ -75,4 +75,4 @@ def test_apply_refuses_files_that_are_not_translation_networks(tmp_path, capsys)
     bogus.write_bytes(b"not safetensors")
     assert main(["translate", "apply", "--net", str(bogus), "--input", "x.png", "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
-    assert "no such file" in err and "not a safetensors file" in err
+    assert "translation network not found" in err and "not a safetensors file" in err

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dreamlmc.cameras import view_label
+from dreamlmc.checkpoint import load_optimizer_state, load_state, optimizer_state, save_state
 from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, make_scheduler, sample, save_prior)
 from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, prompt_for
 
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--grid-every", type=int, default=1000)
     ap.add_argument("--export", type=Path, default=None, help="write the EMA weights (fp16) + card and exit")
-    ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to read (default: workdir/last.pt)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to read (default: workdir/last.safetensors)")
     ap.add_argument("--save-resumable", type=Path, default=None,
                     help="write net + EMA weights (fp32 safetensors, no optimiser state) and exit: a compact "
                          "checkpoint that can be committed when a session ends before training does")
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = args.checkpoint or (args.workdir / "last.pt")
+    ckpt_path = args.checkpoint or (args.workdir / "last.safetensors")  # resumable state (dreamlmc.checkpoint)
     torch.manual_seed(args.seed)
     net = PriorNet()
     ema = copy.deepcopy(net).requires_grad_(False)
@@ -110,10 +111,10 @@ def main(argv=None) -> int:
     step, log = 0, []
     warm_start = 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = load_state(ckpt_path)
         net.load_state_dict(state["net"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
+        load_optimizer_state(opt, state["opt"])
         g.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
@@ -167,11 +168,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def checkpoint():
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "generator": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
-                    "data_seed": data_seed}, tmp)
-        tmp.replace(ckpt_path)
+        save_state(ckpt_path, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": optimizer_state(opt),
+                               "generator": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
+                               "data_seed": int(data_seed)})
 
     t_start = last_ckpt = time.time()
     logf = open(args.workdir / "log.jsonl", "a")

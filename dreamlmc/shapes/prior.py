@@ -8,14 +8,12 @@ Weights live in one safetensors file (prefixes "text." and "unet.") beside a JSO
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from dreamlmc.errors import DreamlmcError
 from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, parse_prompt
 
 PAD, BOS = 0, 1
@@ -111,36 +109,19 @@ def make_scheduler(cfg: Dict):
 
 
 def save_prior(net: PriorNet, path: Path, card: Dict, dtype: torch.dtype = torch.float16) -> None:
-    """Write net's weights (fp16 by default) to path (.safetensors) and the card beside it (.json), atomically."""
-    from safetensors.torch import save_file
+    """Write net's weights (fp16 by default) and its card (dreamlmc.netio), atomically."""
+    from dreamlmc.netio import save_network
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    full = dict(card, config=net.cfg, kind="dreamlmc-builtin-prior")
-    card_tmp = path.with_suffix(".json.tmp")
-    card_tmp.write_text(json.dumps(full, indent=2))
-    card_tmp.replace(path.with_suffix(".json"))
+    save_network(net, path, dict(card, config=net.cfg, kind="dreamlmc-builtin-prior"), dtype=dtype)
 
 
 def load_prior(path: Path, device="cpu", dtype: torch.dtype = torch.float32) -> Tuple[PriorNet, Dict]:
     """Load weights + card written by save_prior (safetensors only, never pickle)."""
-    from safetensors.torch import load_file
+    from dreamlmc.netio import load_network
 
-    path = Path(path)
-    card_path = path.with_suffix(".json")
-    if not path.exists() or not card_path.exists():
-        raise DreamlmcError(f"built-in prior weights not found at {path} (and its .json card); reinstall dreamlmc "
-                            "or train them with tools/train_prior.py")
-    card = json.loads(card_path.read_text())
-    net = PriorNet(card.get("config"))
-    state = load_file(str(path))
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.to(device=device, dtype=dtype).eval().requires_grad_(False), card
+    return load_network(path, lambda card: PriorNet(card.get("config")), "built-in prior weights",
+                        "reinstall dreamlmc or train them with tools/train_prior.py", kind="dreamlmc-builtin-prior",
+                        device=device, dtype=dtype)
 
 
 @torch.no_grad()
@@ -150,19 +131,16 @@ def sample(net: PriorNet, prompts: Sequence[str], guidance_scale: float = 3.0, s
 
     guidance_scale s uses the diffusers convention: ε̂ = ε_u + s (ε_c − ε_u); s = 1 is purely conditional.
     """
-    from diffusers import DDIMScheduler
+    from dreamlmc.guidance.diffusion import ddim_sample
 
     cfg = net.cfg
-    sched = DDIMScheduler(num_train_timesteps=cfg["num_train_timesteps"], beta_schedule=cfg["beta_schedule"],
-                          prediction_type=cfg["prediction_type"], clip_sample=False, set_alpha_to_one=True)
-    sched.set_timesteps(steps)
     B, R = len(prompts), cfg["resolution"]
     dtype = next(net.parameters()).dtype
     x = torch.randn(B, 3, R, R, generator=generator).to(device=device, dtype=dtype)
     hidden = net.encode(torch.cat([tokenize(prompts), tokenize([""] * B)]).to(device))
-    for t in sched.timesteps:
-        tt = torch.full((2 * B,), int(t), device=device)
-        eps_c, eps_u = net.predict(torch.cat([x, x]), tt, hidden).chunk(2)
-        eps = eps_u + guidance_scale * (eps_c - eps_u)
-        x = sched.step(eps, t, x).prev_sample
+
+    def predict(x_t, t):  # conditional and unconditional in one batch
+        return net.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), hidden).chunk(2)
+
+    x = ddim_sample(predict, x, make_scheduler(cfg), steps, guidance_scale)
     return ((x.float() + 1) / 2).clamp(0, 1)

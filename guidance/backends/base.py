@@ -17,7 +17,8 @@ class DiffusionBackend:
     latent_shape: Tuple[int, int, int] = (3, 64, 64)
     #: the image resolution the backend's encoder expects (renders are resized to it)
     image_resolution: int = 64
-    #: (T,) cumulative products of (1 - beta) of the training schedule
+    #: the diffusers scheduler of the training schedule, and its (T,) cumulative products of (1 - beta)
+    scheduler = None
     alphas_cumprod: torch.Tensor
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32

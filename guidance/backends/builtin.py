@@ -36,7 +36,8 @@ class BuiltinBackend(PixelSpaceBackend):
         R = self.net.cfg["resolution"]
         self.latent_shape = (3, R, R)
         self.image_resolution = R
-        self.alphas_cumprod = make_scheduler(self.net.cfg).alphas_cumprod.float().to(self.device)
+        self.scheduler = make_scheduler(self.net.cfg)  # the training schedule (guidance/diffusion.py samples with it)
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.float().to(self.device)
 
     @classmethod
     def world(cls):

@@ -29,6 +29,7 @@ class DeepFloydIFBackend(PixelSpaceBackend):
         sched = load("scheduler", model, is_local, DDPMScheduler.from_pretrained, subfolder="scheduler")
         for m in (self.text_encoder, self.unet):
             m.to(self.device).eval().requires_grad_(False)
+        self.scheduler = sched  # the training schedule (guidance/diffusion.py samples through it)
         self.alphas_cumprod = sched.alphas_cumprod.float().to(self.device)
         self.image_resolution = int(self.unet.config.sample_size)
         self.latent_shape = (3, self.image_resolution, self.image_resolution)

@@ -30,6 +30,7 @@ class StableDiffusionBackend(DiffusionBackend):
         sched = load("scheduler", model, is_local, DDPMScheduler.from_pretrained, subfolder="scheduler")
         for m in (self.text_encoder, self.vae, self.unet):
             m.to(self.device).eval().requires_grad_(False)
+        self.scheduler = sched  # the training schedule (guidance/diffusion.py samples through it)
         self.alphas_cumprod = sched.alphas_cumprod.float().to(self.device)
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_resolution = int(self.vae.config.sample_size)
