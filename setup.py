@@ -20,7 +20,6 @@ setup(
         "diffusers==0.42.1",
         "transformers==5.24.0",
         "safetensors==0.8.0",
-        "kornia==0.9.0",
         "trimesh==5.2.0",
         "pygltflib==1.16.5",
         "imageio==2.38.1",

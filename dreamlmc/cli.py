@@ -189,17 +189,49 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _settings(cls, args, flags: dict):
+    """A command's settings through the config system: dataclass defaults <- --config presets <- the flags given
+    (flags maps dataclass key -> args attribute; None = not given) <- trailing key=value overrides. A bad value set by
+    a flag is reported with the flag's name."""
+    import json
+    import re
+
+    from dreamlmc.config import build
+
+    given = {key: getattr(args, attr) for key, attr in flags.items() if getattr(args, attr, None) is not None}
+    overrides = [f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in given.items()]
+    try:
+        return build(cls, _load_presets(args.config), overrides + list(args.overrides))
+    except DreamlmcError as e:
+        msg = str(e)
+        m = re.match(r"config key '(\w+)(\[\d+\])?'", msg)
+        if m and m.group(1) in given and not any(o.startswith(m.group(1) + "=") for o in args.overrides):
+            msg = msg.replace(f"config key '{m.group(1)}{m.group(2) or ''}'", "--" + flags[m.group(1)].replace("_", "-"), 1)
+        raise DreamlmcError(msg)
+
+
+def _save_settings(cfg, out: Path) -> None:
+    """The resolved settings beside a command's output: OUT.config.yaml."""
+    from dreamlmc.config import dump_yaml
+
+    dump_yaml(cfg, out.with_name(out.stem + ".config.yaml"))
+
+
+IMAGE_FLAGS = {k: k for k in ("prompt", "init", "l2", "guidance", "guidance_scale", "steps", "seed", "eps_seed",
+                              "fixed_eps", "variations", "lr", "model", "device", "resolution")}
+TRANSLATE_FLAGS = {"prompt": "prompt", "source_prompts": "source", "images": "images", "per_source": "per_source",
+                   "steps": "steps", "batch_size": "batch_size", "lr": "lr", "l2": "l2", "guidance": "guidance",
+                   "guidance_scale": "guidance_scale", "fixed_eps": "fixed_eps", "seed": "seed", "model": "model",
+                   "device": "device"}
+CORRECTIVE_FLAGS = {k: k for k in ("model", "images", "prompts", "steps", "batch_size", "lr", "per_prompt", "seed")}
+
+
 def cmd_image(args) -> int:
     from dreamlmc.image import ImageConfig, run_image
 
-    from dreamlmc.config import check_fields
-
-    icfg = ImageConfig(prompt=args.prompt, init=args.init, l2=args.l2, guidance=args.guidance,
-                       guidance_scale=args.guidance_scale, steps=args.steps, seed=args.seed,
-                       eps_seed=args.eps_seed, fixed_eps=args.fixed_eps, variations=args.variations, lr=args.lr,
-                       model=args.model, device=args.device, resolution=args.resolution)
-    check_fields(icfg, flags=True)
+    icfg = _settings(ImageConfig, args, IMAGE_FLAGS)
     out = run_image(icfg, Path(args.out), progress=not args.quiet)
+    _save_settings(icfg, Path(args.out))
     print(out)
     return 0
 
@@ -210,14 +242,11 @@ def cmd_translate_train(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise DreamlmcError(f"--out {out} exists; pass --force to replace it")
-    from dreamlmc.config import check_fields
-
-    tcfg = TranslateConfig(prompt=args.prompt, source_prompts=tuple(args.source or ()), images=args.images,
-                           per_source=args.per_source, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           l2=args.l2, guidance=args.guidance, guidance_scale=args.guidance_scale,
-                           fixed_eps=args.fixed_eps, seed=args.seed, model=args.model, device=args.device)
-    check_fields(tcfg, flags=True)
+    if args.source is not None:
+        args.source = tuple(args.source)
+    tcfg = _settings(TranslateConfig, args, TRANSLATE_FLAGS)
     card = train_translation(tcfg, out, progress=not args.quiet, figure=Path(args.figure) if args.figure else None)
+    _save_settings(tcfg, out)
     print(f"{out} ({card['sources']} source images, {card['steps']} steps, final loss {card['final_loss']:.4g})")
     return 0
 
@@ -232,35 +261,33 @@ def cmd_translate_apply(args) -> int:
 def cmd_corrective_train(args) -> int:
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.corrective import load_corrective
-    from dreamlmc.guidance.corrective_train import diagnostic_figure, train_corrective
+    from dreamlmc.guidance.corrective_train import CorrectiveConfig, diagnostic_figure, train_corrective
 
-    for flag, value, lo, hi in (("--steps", args.steps, 0, 100_000), ("--batch-size", args.batch_size, 1, 512),
-                                ("--per-prompt", args.per_prompt, 1, 1024), ("--seed", args.seed, 0, 2 ** 63 - 1)):
-        if not lo <= value <= hi:
-            raise DreamlmcError(f"{flag} must be between {lo} and {hi}, got {value}")
-    if not (0 < args.lr <= 10):
-        raise DreamlmcError(f"--lr must be > 0 and <= 10, got {args.lr}")
-    be = load_backend(args.model)
-    prompts = args.prompts
-    if not prompts and args.images is None:
+    if args.prompts is not None:
+        args.prompts = tuple(args.prompts)
+    ccfg = _settings(CorrectiveConfig, args, CORRECTIVE_FLAGS)
+    if ccfg.images is not None and not Path(ccfg.images).is_dir():
+        raise DreamlmcError(f"--images {ccfg.images} is not a folder")
+    be = load_backend(ccfg.model)
+    prompts = ccfg.prompts
+    if not prompts and ccfg.images is None:
         world = be.world()
-        if world is not None:  # the built-in world: every (colour, shape) prompt
-            g = world.grammar
-            prompts = [g.prompt_for(c, s) for c in g.COLOURS for s in g.SHAPES]
-        else:
+        if world is None:
             raise DreamlmcError("pass --prompts \"...\" \"...\" (samples to learn from) or --images DIR")
-    if args.images is not None and not Path(args.images).is_dir():
-        raise DreamlmcError(f"--images {args.images} is not a folder")
+        g = world.grammar  # the built-in world: every (colour, shape) prompt
+        prompts = tuple(g.prompt_for(c, s) for c in g.COLOURS for s in g.SHAPES)
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DreamlmcError(f"--out {out}: cannot create its folder ({e.strerror})")
-    card = train_corrective(be, out, prompts=prompts or (), images=Path(args.images) if args.images else None,
-                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, per_prompt=args.per_prompt,
-                            seed=args.seed, progress=not args.quiet)
+    card = train_corrective(be, out, prompts=prompts, images=Path(ccfg.images) if ccfg.images else None,
+                            steps=ccfg.steps, batch_size=ccfg.batch_size, lr=ccfg.lr, t_range=ccfg.t_range,
+                            per_prompt=ccfg.per_prompt, sample_guidance=ccfg.sample_guidance,
+                            sample_steps=ccfg.sample_steps, seed=ccfg.seed, hidden=ccfg.hidden, layers=ccfg.layers,
+                            kernel=ccfg.kernel, progress=not args.quiet)
+    _save_settings(ccfg, out)
     if args.figure:
-
         from dreamlmc.checkpoint import load_state
         from dreamlmc.guidance.corrective_train import resume_path
 
@@ -364,46 +391,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("image", help="2D synthesis or editing with SDS / LMC-SDS (no renderer)")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt")
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="image to edit (default: synthesis from 50%% grey)")
-    p.add_argument("--l2", type=float, default=0.0, help="weight of an L2 tie to --init")
-    p.add_argument("--guidance", choices=["sds", "lmc-sds"], default="lmc-sds")
-    p.add_argument("--guidance-scale", type=float, default=None)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eps-seed", type=int, default=0)
-    p.add_argument("--fixed-eps", dest="fixed_eps", action="store_true", default=True)
+    p.add_argument("--l2", type=float, help="weight of an L2 tie to --init (default 0)")
+    p.add_argument("--guidance", choices=["sds", "lmc-sds"], help="default lmc-sds")
+    p.add_argument("--guidance-scale", type=float)
+    p.add_argument("--steps", type=int, help="default 300")
+    p.add_argument("--lr", type=float, help="default 0.02")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eps-seed", type=int)
+    p.add_argument("--fixed-eps", dest="fixed_eps", action="store_true", default=None, help="(default)")
     p.add_argument("--no-fixed-eps", dest="fixed_eps", action="store_false")
-    p.add_argument("--variations", type=int, default=1, help="N eps seeds -> a grid")
-    p.add_argument("--resolution", type=int, default=0, help="image size (default: the prior's)")
-    p.add_argument("--model", default="builtin")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--variations", type=int, help="N eps seeds -> a grid (default 1)")
+    p.add_argument("--resolution", type=int, help="image size (default: the prior's)")
+    p.add_argument("--model", help="default builtin")
+    p.add_argument("--device", help="default cpu")
+    p.add_argument("--config", action="append", default=[], metavar="PRESET.yaml")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(fn=cmd_image)
 
     p = sub.add_parser("translate", help="an image-to-image translation network trained with SDS / LMC-SDS")
     tsub = p.add_subparsers(dest="translate_command", metavar="ACTION", parser_class=_Parser)
     c = tsub.add_parser("train", help="train a network that makes images follow --prompt")
-    c.add_argument("--prompt", required=True, help="target prompt")
+    c.add_argument("--prompt", help="target prompt")
     c.add_argument("--source", nargs="+", help="built-in world prompts whose ground-truth renders are the sources")
     c.add_argument("--images", help="folder of source images (instead of --source)")
-    c.add_argument("--per-source", type=int, default=32, help="renders per --source prompt")
+    c.add_argument("--per-source", type=int, help="renders per --source prompt (default 32)")
     c.add_argument("--out", required=True, help="network .safetensors (a .json card is written beside it)")
-    c.add_argument("--steps", type=int, default=300)
-    c.add_argument("--batch-size", type=int, default=8)
-    c.add_argument("--lr", type=float, default=2e-3)
-    c.add_argument("--l2", type=float, default=0.5, help="weight of the L2 tie to the input image")
-    c.add_argument("--guidance", choices=["sds", "lmc-sds"], default="lmc-sds")
-    c.add_argument("--guidance-scale", type=float, default=None)
-    c.add_argument("--fixed-eps", action="store_true", help="one eps for all steps (default: fresh noise)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--model", default="builtin")
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--steps", type=int, help="default 300")
+    c.add_argument("--batch-size", type=int, help="default 8")
+    c.add_argument("--lr", type=float, help="default 2e-3")
+    c.add_argument("--l2", type=float, help="weight of the L2 tie to the input image (default 0.5)")
+    c.add_argument("--guidance", choices=["sds", "lmc-sds"], help="default lmc-sds")
+    c.add_argument("--guidance-scale", type=float)
+    c.add_argument("--fixed-eps", action="store_true", default=None, help="one eps for all steps (default: fresh)")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--model", help="default builtin")
+    c.add_argument("--device", help="default cpu")
     c.add_argument("--figure", help="also write sources (top) and their translations (bottom) here")
+    c.add_argument("--config", action="append", default=[], metavar="PRESET.yaml")
     c.add_argument("--force", action="store_true")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("overrides", nargs="*", metavar="key=value")
     c.set_defaults(fn=cmd_translate_train)
     c = tsub.add_parser("apply", help="translate images with a trained network (no diffusion model needed)")
     c.add_argument("--net", required=True)
@@ -416,17 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("corrective", help="the LMC corrective k_psi")
     csub = p.add_subparsers(dest="corrective_command", metavar="ACTION", parser_class=_Parser)
     c = csub.add_parser("train", help="train k_psi for a prior")
-    c.add_argument("--model", default="builtin")
+    c.add_argument("--model", help="default builtin")
     c.add_argument("--images", help="folder of clean images (default: the prior's own samples)")
     c.add_argument("--prompts", nargs="*", default=None, help="prompts to sample (default for builtin: all 48)")
     c.add_argument("--out", required=True, help="k_psi .safetensors (a .json card is written beside it)")
-    c.add_argument("--steps", type=int, default=1500)
-    c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--lr", type=float, default=1e-3)
-    c.add_argument("--per-prompt", type=int, default=8, help="prior samples per prompt")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--steps", type=int, help="default 1500")
+    c.add_argument("--batch-size", type=int, help="default 32")
+    c.add_argument("--lr", type=float, help="default 1e-3")
+    c.add_argument("--per-prompt", type=int, help="prior samples per prompt (default 8)")
+    c.add_argument("--seed", type=int)
     c.add_argument("--figure", help="also write the diagnostic figure (x, x_hat, k_psi, spectra) here")
+    c.add_argument("--config", action="append", default=[], metavar="PRESET.yaml")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("overrides", nargs="*", metavar="key=value")
     c.set_defaults(fn=cmd_corrective_train)
     p.set_defaults(fn=lambda a: (p.print_help(), 0)[1])
     return ap

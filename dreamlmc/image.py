@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -15,10 +15,12 @@ from dreamlmc.config import spec
 
 @dataclass
 class ImageConfig:
-    prompt: str
+    """Settings of `dreamlmc image` (presets with --config, dotted overrides, flags; saved beside the output)."""
+
+    prompt: str = spec("", nonempty=True)
     init: Optional[str] = None
     l2: float = spec(0.0, ge=0.0, le=1e6)
-    guidance: str = "lmc-sds"
+    guidance: Literal["sds", "lmc-sds"] = "lmc-sds"
     guidance_scale: Optional[float] = spec(None, ge=0.0, le=1e4)
     steps: int = spec(300, ge=0, le=100_000)
     seed: int = spec(0, ge=0, le=2**63 - 1)
@@ -26,7 +28,7 @@ class ImageConfig:
     fixed_eps: bool = True
     variations: int = spec(1, ge=1, le=64)
     lr: float = spec(0.02, gt=0.0, le=10.0)
-    model: str = "builtin"
+    model: str = spec("builtin", nonempty=True)
     device: str = "cpu"
     resolution: int = spec(0, ge=0, le=512)
 

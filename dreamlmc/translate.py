@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,10 @@ from dreamlmc.config import spec
 
 @dataclass
 class TranslateConfig:
-    prompt: str
+    """Settings of `dreamlmc translate train` (presets with --config, dotted overrides, flags; saved beside the
+    network)."""
+
+    prompt: str = spec("", nonempty=True)
     source_prompts: Tuple[str, ...] = ()
     images: Optional[str] = None
     per_source: int = spec(32, ge=1, le=4096)
@@ -33,7 +36,7 @@ class TranslateConfig:
     batch_size: int = spec(8, ge=1, le=256)
     lr: float = spec(2e-3, gt=0.0, le=10.0)
     l2: float = spec(0.5, ge=0.0, le=1e6)
-    guidance: str = "lmc-sds"
+    guidance: Literal["sds", "lmc-sds"] = "lmc-sds"
     guidance_scale: Optional[float] = spec(None, ge=0.0, le=1e4)
     fixed_eps: bool = False
     seed: int = spec(0, ge=0, le=2**63 - 1)

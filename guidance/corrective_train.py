@@ -10,15 +10,38 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from dreamlmc.config import spec
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.guidance.backends.base import DiffusionBackend
 from dreamlmc.guidance.corrective import Corrective, save_corrective
 from dreamlmc.guidance.diffusion import add_noise, coefficients, ddim_sample, denoised
+
+
+@dataclass
+class CorrectiveConfig:
+    """Settings of `dreamlmc corrective train` (presets with --config, dotted overrides, flags; the card records
+    them)."""
+
+    model: str = spec("builtin", nonempty=True)
+    images: Optional[str] = None  # a folder of clean images; default: the prior's own samples
+    prompts: Tuple[str, ...] = ()  # prompts to sample; default for the built-in prior: all 48 of its world
+    steps: int = spec(1500, ge=0, le=100_000)
+    batch_size: int = spec(32, ge=1, le=512)
+    lr: float = spec(1e-3, gt=0.0, le=10.0)
+    per_prompt: int = spec(8, ge=1, le=1024)  # prior samples per prompt
+    seed: int = spec(0, ge=0, le=2**63 - 1)
+    t_range: Tuple[float, float] = spec((0.02, 0.98), ge=0.0, le=1.0, ordered=True)
+    hidden: int = spec(48, ge=1, le=1024)
+    layers: int = spec(4, ge=1, le=32)
+    kernel: int = spec(5, ge=1, le=15)
+    sample_guidance: float = spec(3.0, ge=0.0, le=1e4)
+    sample_steps: int = spec(25, ge=1, le=1000)
 
 
 def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: int, guidance_scale: float,
