@@ -147,7 +147,9 @@ class Trainer:
         g = self.objective(out, cams, mode)
         loss = g["loss"] + cfg.renderer.orientation_weight * out["orientation"]
         if cfg.renderer.sparsity_weight > 0:
-            loss = loss + cfg.renderer.sparsity_weight * out["sparsity"]
+            ramp = cfg.renderer.sparsity_ramp
+            frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
+            loss = loss + frac * cfg.renderer.sparsity_weight * out["sparsity"]
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         self.optimizer.zero_grad(set_to_none=True)

@@ -33,6 +33,9 @@ class RendererConfig:
     orientation_weight: float = spec(0.01, ge=0.0)
     sparsity_weight: float = spec(0.0, ge=0.0)
     sparsity_eps: float = spec(0.01, gt=0.0)
+    # the sparsity weight grows linearly from 0 over this fraction of training (0: full weight from the start); an
+    # opacity penalty at full strength from step 0 can empty an sdf before the guidance has shaped it
+    sparsity_ramp: float = spec(0.0, ge=0.0, le=1.0)
     # sdf geometry: weight of the eikonal term (|grad sdf| = 1) at the shaded samples and at eikonal_points random
     # points of the box per training render (keeps the sdf a distance away from the surface too)
     eikonal_weight: float = spec(0.1, ge=0.0)
