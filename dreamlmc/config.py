@@ -209,10 +209,13 @@ def load_yaml(path: Path) -> Dict[str, Any]:
 
 
 def build(cls: Type[T], presets: Sequence[Dict[str, Any]] = (), overrides: Sequence[str] = ()) -> T:
-    """Defaults <- each preset dict in order <- dotted overrides; returns a validated `cls`."""
+    """Defaults <- each preset dict in order <- dotted overrides; returns a validated `cls`.
+
+    The defaults are those of an instance `cls()`, so a section's default_factory (e.g. TrainConfig's tuned
+    renderer) holds for the keys a preset leaves out, not only the section class's own defaults."""
     import copy
 
-    data: Dict[str, Any] = {}
+    data: Dict[str, Any] = to_dict(cls())
     for p in presets:
         data = merge(data, copy.deepcopy(p))  # never write overrides into the caller's preset dicts
     for o in overrides:

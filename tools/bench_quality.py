@@ -197,7 +197,8 @@ def main(argv=None) -> int:
         methods = [("lmc-sds", 20.0)]
     else:
         methods = [(k, s) for k in args.kinds for s in (args.scales or ([20.0, 7.5] if k == "sds" else [20.0]))]
-    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": True, "eps_seed": 0, "overrides": ov}
+    fixed = resolve_config([], ov).guidance.fixed_eps  # the main runs use the config's noise (default: fresh ε)
+    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": fixed, "eps_seed": 0, "overrides": ov}
             for k, s in methods for p in prompts for sd in seeds]
     div_jobs = {}
     if args.diversity_seeds and not args.ceiling:
