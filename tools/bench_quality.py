@@ -263,16 +263,19 @@ def main(argv=None) -> int:
     for name, group in div_jobs.items():
         import trimesh
 
-        renders, pts = [], []
+        renders, pts, failed = [], [], 0
         for j in group:
             run = args.workdir / run_name(j)
+            if status.get(run_name(j), {"status": "ok"})["status"] != "ok" or not (run / "model.glb").exists():
+                failed += 1  # no asset (e.g. the object vanished): not part of the spread
+                continue
             tr = load_run(run)
-            tr.export_mesh(run / "model.glb", tr.cfg.export)
             renders.append(tr.render_views(8, 64)["rgb"])
             p, _ = trimesh.sample.sample_surface(trimesh.load(run / "model.glb", force="mesh"), 3000, seed=0)
             pts.append(np.asarray(p, np.float32))
-        div[name] = {"render_l1": metrics.render_diversity(renders),
-                     "mesh_chamfer": metrics.pairwise_mean(pts, metrics.chamfer), "runs": len(group)}
+        div[name] = {"render_l1": metrics.render_diversity(renders) if len(renders) > 1 else None,
+                     "mesh_chamfer": metrics.pairwise_mean(pts, metrics.chamfer) if len(pts) > 1 else None,
+                     "runs": len(group), "failed": failed}
     # image grid: rows = method x seed, columns = prompts (front view)
     from PIL import Image
 
