@@ -8,7 +8,6 @@ Conventions (used everywhere in dreamlmc):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 

@@ -7,8 +7,6 @@ and, once finished, model.glb, preview.png and turntable.mp4 (or .gif).
 from __future__ import annotations
 
 import json
-import math
-import os
 import signal
 import time
 from dataclasses import dataclass, field

@@ -190,7 +190,6 @@ def diagnostic_figure(backend: DiffusionBackend, net: Corrective, x: torch.Tenso
     n = min(4, len(x))
     x = x[:n].to(backend.device)
     cond = backend.encode_prompts(list(prompts[:n]))
-    R = backend.image_resolution
     tiles, spectra = [], {}
     for tf in ts:
         t = torch.full((n,), int(tf * (T - 1)), device=backend.device)

@@ -106,8 +106,11 @@ class NeRFField(nn.Module):
     def density_from_geometry(self, g: torch.Tensor) -> torch.Tensor:
         if self.is_sdf:
             b = self.beta
-            # Laplace CDF of -sdf, written with exp of non-positive arguments only (no overflow)
-            return torch.where(g > 0, 0.5 * torch.exp(-g / b), 1.0 - 0.5 * torch.exp(g / b)) / b
+            # Laplace CDF of -sdf through one exp of a non-positive argument: both branches of a where are
+            # evaluated, and an exp(|sdf|/β) that overflows in the unused one makes a NaN gradient (measured: 22-51
+            # skipped steps, then a stopped run, where a steep sdf reached |sdf| > 88 β)
+            e = torch.exp(-g.abs() / b)
+            return torch.where(g > 0, 0.5 * e, 1.0 - 0.5 * e) / b
         return F.softplus(g)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -61,9 +61,9 @@ class HashEncoding(nn.Module):
     """x (N, 3) in [0, 1]^3 -> features (N, num_levels * features_per_level), level-major.
 
     Parameters are one tensor per level: dense levels as (1, F, r, r, r) volumes (index x + y r + z r^2, so the
-    flat row order is tiny-cuda-nn's), hashed levels as (rows, F) tables. Dense levels run through grid_sample
-    (one fused trilinear kernel each, ~10x faster on the CPU than gathering corners); hashed levels through one
-    vectorised gather. Dense corners outside the grid are clamped to its border (tcnn wraps them into the table;
+    flat row order is tiny-cuda-nn's), hashed levels as (rows, F) tables. On the CPU every level runs through one
+    fused C++ kernel (renderers/cpu_kernels.py) where it builds; the pure-PyTorch path runs dense levels through
+    grid_sample and hashed levels through one vectorised gather. Dense corners outside the grid are clamped to its border (tcnn wraps them into the table;
     that only concerns points within half a cell of the box's upper faces).
     """
 

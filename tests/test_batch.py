@@ -1,6 +1,5 @@
 """dreamlmc batch: prompts files, run expansion, and real batches on a local Ray (tiny runs)."""
 import json
-import os
 import signal
 import subprocess
 import sys

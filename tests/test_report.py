@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +31,7 @@ def test_train_writes_a_self_contained_report(run):
     page = (run / "report.html").read_text()
     info = json.loads((run / "run.json").read_text())
     assert info["wall_s"] > 0 and 0 < info["peak_rss_gib"] < 8 and info["steps"] == 40
-    for text in ("a red cube", "lmc-sds, scale s = 20.0", "fixed ε, ε seed 0", "wall time", "peak RSS",
+    for text in ("a red cube", "lmc-sds, scale s = 20.0", "fresh ε every step", "wall time", "peak RSS",
                  "<details>", "download model.glb", 'src="preview.png"', "turntable"):
         assert text in page, text
     # four plots, each with axis labels

@@ -16,7 +16,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -108,7 +107,7 @@ def main(argv=None) -> int:
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
-    step, log = 0, []
+    step = 0
     warm_start = 0
     if ckpt_path.exists():
         state = load_state(ckpt_path)

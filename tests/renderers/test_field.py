@@ -120,3 +120,13 @@ def test_neus_renderer_renders_the_init_sphere():
     assert torch.isfinite(out["rgb"]).all()
     out["rgb"].mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in ren.parameters() if p.grad is not None)
+
+
+def test_sdf_density_has_finite_gradients_far_from_the_surface():
+    # |sdf| / β far above 88 overflowed exp() in the branch torch.where did not pick: NaN gradients, skipped steps
+    f = _sdf_field(sdf_beta=0.01)
+    g = torch.tensor([-5.0, -1.0, 0.0, 0.3, 5.0], requires_grad=True)
+    d = f.density_from_geometry(g)
+    d.sum().backward()
+    assert torch.isfinite(d).all() and torch.isfinite(g.grad).all()
+    assert float(d[0]) == pytest.approx(1.0 / 0.01) and float(d[-1]) == 0.0

@@ -48,6 +48,16 @@ class SphereField(torch.nn.Module):
     def density(self, x):
         return 500.0 * (x.norm(dim=-1) < self.r).float()
 
+    # the renderer's view of a field: geometry (here the density itself) and how density follows from it
+    def geometry_and_albedo(self, x):
+        return self(x)
+
+    def density_from_geometry(self, g):
+        return g
+
+    def set_progress(self, fraction):
+        pass
+
     def normals(self, x):
         return torch.nn.functional.normalize(x, dim=-1)
 
