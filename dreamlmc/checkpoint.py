@@ -77,7 +77,7 @@ def optimizer_state(opt: torch.optim.Optimizer) -> Dict:
 
 def load_optimizer_state(opt: torch.optim.Optimizer, sd: Dict) -> None:
     groups = [dict(g, params=[int(p) for p in g["params"]]) for g in sd["param_groups"]]
-    state = {int(k): v for k, v in sd["state"].items()}
+    state = {int(k): v for k, v in sd.get("state", {}).items()}  # an empty state (before the first step) is not stored
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
@@ -19,6 +20,8 @@ from dreamlmc.errors import DreamlmcError
 
 T = TypeVar("T")
 
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 def _check_value(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
@@ -54,6 +57,8 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
             raise DreamlmcError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e5 and 1e-3 (no dot) as strings
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DreamlmcError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

@@ -65,6 +65,10 @@ class TrainConfig:
     view_prompts: bool = True  # append ", front view" etc. per camera
     checkpoint_every: int = spec(100, ge=1)
     max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
+    # when the training renders have been empty (mean opacity < 1e-3) this many steps in a row while an opacity
+    # penalty is on, go back to the last checkpoint and halve the penalty (at most 4 times; 0: never). An emptied
+    # field gets no gradient back from any view, so without this the run can only end in "no surface".
+    empty_patience: int = spec(10, ge=0, le=1_000_000)
     preview_resolution: int = spec(96, ge=8, le=1024)
     turntable_frames: int = spec(36, ge=1, le=720)
     turntable_fps: int = spec(24, ge=1, le=120)
@@ -111,6 +115,8 @@ class Trainer:
         self.step = 0
         self.bad_steps = 0
         self.skipped = 0
+        self.sparsity_scale = 1.0  # halved each time the object vanished and the run went back (state, see above)
+        self.empty_steps = 0
         self._stop_signal: Optional[int] = None
 
     # ---------------------------------------------------------------------------------------------- state
@@ -118,7 +124,7 @@ class Trainer:
         return {"renderer": self.renderer.state_dict(), "optimizer": optimizer_state(self.optimizer),
                 "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "guidance": self.guidance.state_dict(),
-                "step": self.step, "skipped": self.skipped}
+                "step": self.step, "skipped": self.skipped, "sparsity_scale": self.sparsity_scale}
 
     def save_checkpoint(self) -> Path:
         return save_state(self.run_dir / CHECKPOINT, self.state(),
@@ -135,6 +141,8 @@ class Trainer:
             torch.set_rng_state(st["torch_rng"])
             self.guidance.load_state_dict(st["guidance"])
             self.step, self.skipped = int(st["step"]), int(st.get("skipped", 0))
+            self.sparsity_scale = float(st.get("sparsity_scale", 1.0))
+            self.empty_steps = 0
         except DreamlmcError:
             raise
         except Exception as e:
@@ -168,7 +176,7 @@ class Trainer:
         if cfg.renderer.sparsity_weight > 0:
             ramp = cfg.renderer.sparsity_ramp
             frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
-            loss = loss + frac * cfg.renderer.sparsity_weight * out["sparsity"]
+            loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * out["sparsity"]
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         self.optimizer.zero_grad(set_to_none=True)
@@ -194,7 +202,22 @@ class Trainer:
                "eikonal": float(out["eikonal"].detach()),
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
+        self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
         return rec
+
+    def _recover_if_empty(self) -> bool:
+        """Go back to the last checkpoint with half the opacity penalty when the object has vanished (see
+        TrainConfig.empty_patience). -> True when it went back."""
+        cfg = self.cfg
+        if (not cfg.empty_patience or self.empty_steps < cfg.empty_patience or cfg.renderer.sparsity_weight <= 0
+                or self.sparsity_scale < 1.0 / 8 or not (self.run_dir / CHECKPOINT).exists()):
+            return False
+        lost, scale = self.step, self.sparsity_scale * 0.5
+        self.load_checkpoint()
+        self.sparsity_scale = scale
+        self.log(f"the object vanished (empty renders since step {lost - self.empty_steps}); back to step "
+                 f"{self.step} with the opacity penalty x{scale:g}")
+        return True
 
     def _on_signal(self, signum, frame):
         self._stop_signal = signum
@@ -209,24 +232,35 @@ class Trainer:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="training",
                    unit="step", dynamic_ncols=True)
+        if self.step == 0 and cfg.empty_patience and not (self.run_dir / CHECKPOINT).exists():
+            self.save_checkpoint()  # somewhere to go back to should the object vanish early
+        mf = open(metrics, "a")
         try:
-            with open(metrics, "a") as mf:
-                while self.step < cfg.steps:
-                    rec = self.train_step()
-                    mf.write(json.dumps(rec) + "\n")
-                    mf.flush()
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{rec['loss']:.3g}" if rec["loss"] is not None else "nan",
-                                    t=f"{rec['t']:.2f}" if "t" in rec else "-", refresh=False)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                        self.save_checkpoint()
-                    if self._stop_signal is not None:
-                        self.save_checkpoint()
-                        bar.close()
-                        self.log(f"stopped by signal at step {self.step}; checkpoint written, resume with "
-                                 f"--resume {self.run_dir}")
-                        return False
+            while self.step < cfg.steps:
+                rec = self.train_step()
+                mf.write(json.dumps(rec) + "\n")
+                mf.flush()
+                if self._recover_if_empty():
+                    mf.close()
+                    _truncate_metrics(metrics, self.step)
+                    mf = open(metrics, "a")
+                    bar.reset(total=cfg.steps)
+                    bar.update(self.step)
+                    continue
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.3g}" if rec["loss"] is not None else "nan",
+                                t=f"{rec['t']:.2f}" if "t" in rec else "-", refresh=False)
+                # no periodic checkpoint of a vanished object: the run goes back to the one before
+                if (self.step % cfg.checkpoint_every == 0 and not self.empty_steps) or self.step == cfg.steps:
+                    self.save_checkpoint()
+                if self._stop_signal is not None:
+                    self.save_checkpoint()
+                    bar.close()
+                    self.log(f"stopped by signal at step {self.step}; checkpoint written, resume with "
+                             f"--resume {self.run_dir}")
+                    return False
         finally:
+            mf.close()
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)

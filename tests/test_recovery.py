@@ -1,0 +1,39 @@
+"""A run whose object vanishes goes back to its last checkpoint with half the opacity penalty."""
+import json
+from pathlib import Path
+
+import pytest
+
+from dreamlmc.checkpoint import CHECKPOINT, load_state
+from dreamlmc.config import load_yaml
+from dreamlmc.trainer import Trainer, resolve_config
+
+QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+
+
+def _train(tmp_path, patience):
+    # an opacity penalty this strong empties the field within a dozen steps
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=24", "checkpoint_every=10",
+                                              "renderer.sparsity_weight=1e5", "renderer.sparsity_ramp=0",
+                                              f"empty_patience={patience}"])
+    logs = []
+    tr = Trainer(cfg, tmp_path, progress=False, log=logs.append)
+    assert tr.train()
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return tr, logs, recs
+
+
+@pytest.mark.slow
+def test_a_vanished_object_goes_back_with_half_the_penalty(tmp_path):
+    tr, logs, recs = _train(tmp_path, patience=5)
+    assert logs and "vanished" in logs[0] and "x0.5" in logs[0], logs
+    assert tr.sparsity_scale < 1.0
+    assert float(load_state(tmp_path / CHECKPOINT)["sparsity_scale"]) == tr.sparsity_scale  # resumable
+    assert [r["step"] for r in recs] == list(range(1, 25))  # the abandoned steps are gone from the metrics
+
+
+@pytest.mark.slow
+def test_patience_zero_never_goes_back(tmp_path):
+    tr, logs, recs = _train(tmp_path, patience=0)
+    assert logs == [] and tr.sparsity_scale == 1.0
+    assert recs[-1]["opacity"] < 1e-3  # it did vanish
