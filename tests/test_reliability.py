@@ -79,7 +79,8 @@ def test_a_failing_checkpoint_write_stops_cleanly_and_keeps_the_previous_one(tmp
     from dreamlmc.checkpoint import checkpoint_state
 
     out = tmp_path / "run"
-    _fail_nth_write(monkeypatch, "last.safetensors", 3, code)  # checkpoints at steps 4, 8, then 12 fails
+    # checkpoints at step 0 (somewhere to go back to should the object vanish), 4, 8, then 12 fails
+    _fail_nth_write(monkeypatch, "last.safetensors", 4, code)
     assert main(["train", "--prompt", "a red cube", "--out", str(out), "--config", QUICK, "--quiet", "steps=20",
                  "checkpoint_every=4"]) == 2
     err = capsys.readouterr().err.strip()
