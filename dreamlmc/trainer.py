@@ -205,12 +205,15 @@ class Trainer:
         self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
         return rec
 
+    def _recovers(self) -> bool:
+        """Whether a vanished object is recovered: only an opacity penalty can be halved."""
+        return bool(self.cfg.empty_patience) and self.cfg.renderer.sparsity_weight > 0
+
     def _recover_if_empty(self) -> bool:
         """Go back to the last checkpoint with half the opacity penalty when the object has vanished (see
         TrainConfig.empty_patience). -> True when it went back."""
-        cfg = self.cfg
-        if (not cfg.empty_patience or self.empty_steps < cfg.empty_patience or cfg.renderer.sparsity_weight <= 0
-                or self.sparsity_scale < 1.0 / 8 or not (self.run_dir / CHECKPOINT).exists()):
+        if (not self._recovers() or self.empty_steps < self.cfg.empty_patience or self.sparsity_scale < 1.0 / 8
+                or not (self.run_dir / CHECKPOINT).exists()):
             return False
         lost, scale = self.step, self.sparsity_scale * 0.5
         self.load_checkpoint()
@@ -232,7 +235,7 @@ class Trainer:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="training",
                    unit="step", dynamic_ncols=True)
-        if self.step == 0 and cfg.empty_patience and not (self.run_dir / CHECKPOINT).exists():
+        if self.step == 0 and self._recovers() and not (self.run_dir / CHECKPOINT).exists():
             self.save_checkpoint()  # somewhere to go back to should the object vanish early
         mf = open(metrics, "a")
         try:

@@ -63,8 +63,8 @@ class HashEncoding(nn.Module):
     Parameters are one tensor per level: dense levels as (1, F, r, r, r) volumes (index x + y r + z r^2, so the
     flat row order is tiny-cuda-nn's), hashed levels as (rows, F) tables. On the CPU every level runs through one
     fused C++ kernel (renderers/cpu_kernels.py) where it builds; the pure-PyTorch path runs dense levels through
-    grid_sample and hashed levels through one vectorised gather. Dense corners outside the grid are clamped to its border (tcnn wraps them into the table;
-    that only concerns points within half a cell of the box's upper faces).
+    grid_sample and hashed levels through one vectorised gather. Dense corners outside the grid are clamped to its
+    border (tcnn wraps them into the table; that only concerns points within half a cell of the box's upper faces).
     """
 
     def __init__(self, cfg: HashGridConfig = HashGridConfig(), device=None):

@@ -62,8 +62,8 @@ def main(argv=None):
     print(table(rows, ["workers", "threads_per_run", "runs", "ok", "wall_s", "median_run_s", "speedup",
                        "max_peak_rss_gib"]))
     path = write_json("batch_cpu", {"machine": machine(), "cpu_count": os.cpu_count(), "steps": args.steps,
-                                    "prompts": DEFAULT_PROMPTS, "configs": args.config, "overrides": args.overrides, "rows": rows},
-                      args.out)
+                                    "prompts": DEFAULT_PROMPTS, "configs": args.config, "overrides": args.overrides,
+                                    "rows": rows}, args.out)
     print(f"wrote {path}")
 
 
