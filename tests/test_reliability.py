@@ -132,7 +132,9 @@ sys.exit(main({_train_cmd(out, 'steps=100', 'checkpoint_every=3')[3:]!r}))
     code = code.replace(repr(_train_cmd(out, 'steps=100', 'checkpoint_every=3')[3:]),
                         repr(["train", "--resume", str(out), "--steps", "100", "--quiet"]))
     proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: (tmp_path / "writing").exists())
+    if not _wait_for(lambda: (tmp_path / "writing").exists()):
+        proc.kill()
+        pytest.fail(f"the resumed run never wrote a checkpoint; its stderr: {proc.communicate(timeout=30)[1][-2000:]}")
     tmp_file = Path((tmp_path / "writing").read_text())
     assert tmp_file.exists() and tmp_file.name.startswith(".last.safetensors.")  # killed mid-write
     proc.send_signal(signal.SIGKILL)

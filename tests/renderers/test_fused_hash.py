@@ -137,3 +137,26 @@ def test_disabled_by_environment(monkeypatch):
         assert cpu_kernels.hash_kernel() is None
     finally:
         cpu_kernels.reset_for_tests(None)
+
+
+@needs_kernel
+def test_a_stale_build_lock_of_a_killed_process_does_not_hang_the_next_load(tmp_path):
+    """torch waits without a time limit while its `lock` file exists; one left by a process killed mid-load (as a
+    SIGKILLed training run leaves it) once hung every later run. The next load clears it and goes on."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    name = f"dreamlmc_hash_encoding_cpu_{cpu_kernels.isa_flags()[0]}"
+    stale = Path(_get_build_directory(name, verbose=False)) / "lock"
+    stale.write_text("")
+    try:
+        proc = subprocess.run([sys.executable, "-c", "from dreamlmc.renderers.cpu_kernels import hash_kernel; "
+                               "assert hash_kernel() is not None"], capture_output=True, text=True, timeout=300)
+    finally:
+        left = stale.exists()
+        stale.unlink(missing_ok=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not left and "stale build lock" in proc.stderr
