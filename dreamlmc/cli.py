@@ -217,12 +217,12 @@ def _save_settings(cfg, out: Path) -> None:
     dump_yaml(cfg, out.with_name(out.stem + ".config.yaml"))
 
 
-IMAGE_FLAGS = {k: k for k in ("prompt", "init", "l2", "guidance", "guidance_scale", "steps", "seed", "eps_seed",
+IMAGE_FLAGS = {k: k for k in ("prompt", "init", "l2", "guidance", "source_prompt", "guidance_scale", "steps", "seed", "eps_seed",
                               "fixed_eps", "variations", "lr", "model", "device", "resolution")}
 TRANSLATE_FLAGS = {"prompt": "prompt", "source_prompts": "source", "images": "images", "per_source": "per_source",
                    "steps": "steps", "batch_size": "batch_size", "lr": "lr", "l2": "l2", "guidance": "guidance",
-                   "guidance_scale": "guidance_scale", "fixed_eps": "fixed_eps", "seed": "seed", "model": "model",
-                   "device": "device"}
+                   "source_prompt": "source_prompt", "guidance_scale": "guidance_scale", "fixed_eps": "fixed_eps",
+                   "seed": "seed", "model": "model", "device": "device"}
 CORRECTIVE_FLAGS = {k: k for k in ("model", "images", "prompts", "steps", "batch_size", "lr", "per_prompt", "seed")}
 
 
@@ -390,12 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_sample)
 
-    p = sub.add_parser("image", help="2D synthesis or editing with SDS / LMC-SDS (no renderer)")
+    p = sub.add_parser("image", help="2D synthesis or editing with SDS / LMC-SDS / DDS (no renderer)")
     p.add_argument("--prompt")
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="image to edit (default: synthesis from 50%% grey)")
     p.add_argument("--l2", type=float, help="weight of an L2 tie to --init (default 0)")
-    p.add_argument("--guidance", choices=["sds", "lmc-sds"], help="default lmc-sds")
+    p.add_argument("--guidance", choices=["sds", "lmc-sds", "dds"], help="default lmc-sds (dds: editing only)")
+    p.add_argument("--source-prompt", help="dds: what --init shows, e.g. 'a blue cube'")
     p.add_argument("--guidance-scale", type=float)
     p.add_argument("--steps", type=int, help="default 300")
     p.add_argument("--lr", type=float, help="default 0.02")
@@ -424,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, help="default 8")
     c.add_argument("--lr", type=float, help="default 2e-3")
     c.add_argument("--l2", type=float, help="weight of the L2 tie to the input image (default 0.5)")
-    c.add_argument("--guidance", choices=["sds", "lmc-sds"], help="default lmc-sds")
+    c.add_argument("--guidance", choices=["sds", "lmc-sds", "dds"], help="default lmc-sds")
+    c.add_argument("--source-prompt", help="dds: what the source images show (default with --source: each one's "
+                   "own prompt)")
     c.add_argument("--guidance-scale", type=float)
     c.add_argument("--fixed-eps", action="store_true", default=None, help="one eps for all steps (default: fresh)")
     c.add_argument("--seed", type=int)

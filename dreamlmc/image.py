@@ -1,5 +1,5 @@
 """2D uses of the guidance (paper §5.1): optimisation-based synthesis from 50 % grey, or editing an input image
-with an optional L2 tie to it. No renderer: the pixels themselves are the parameters (through a sigmoid)."""
+with an optional L2 tie to it (SDS, LMC-SDS, or DDS, which also needs a prompt describing the input). No renderer: the pixels themselves are the parameters (through a sigmoid)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ class ImageConfig:
     prompt: str = spec("", nonempty=True)
     init: Optional[str] = None
     l2: float = spec(0.0, ge=0.0, le=1e6)
-    guidance: Literal["sds", "lmc-sds"] = "lmc-sds"
+    guidance: Literal["sds", "lmc-sds", "dds"] = "lmc-sds"
+    source_prompt: Optional[str] = None  # dds: what --init shows
     guidance_scale: Optional[float] = spec(None, ge=0.0, le=1e4)
     steps: int = spec(300, ge=0, le=100_000)
     seed: int = spec(0, ge=0, le=2**63 - 1)
@@ -62,16 +63,19 @@ def load_image_folder(folder: str, size: int, flag: str = "--images") -> torch.T
 
 
 def optimise_image(guidance, prompt: str, init: torch.Tensor, steps: int, lr: float, l2: float,
-                   progress: bool = True) -> torch.Tensor:
-    """init (1, 3, H, W) in [0, 1] -> optimised image (1, 3, H, W)."""
+                   progress: bool = True, source_prompt: Optional[str] = None) -> torch.Tensor:
+    """init (1, 3, H, W) in [0, 1] -> optimised image (1, 3, H, W). source_prompt: DDS's description of init."""
     from tqdm import tqdm
 
     logits = torch.logit(init.clamp(1e-3, 1 - 1e-3)).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     cond, uncond = guidance.embed([prompt])
+    extra = {}
+    if source_prompt is not None:
+        extra = {"source_cond": guidance.embed([source_prompt])[0], "source_images": init}
     for _ in tqdm(range(steps), disable=not progress, desc="optimising", leave=False):
         img = torch.sigmoid(logits)
-        loss = guidance(img, cond=cond, uncond=uncond)["loss"]
+        loss = guidance(img, cond=cond, uncond=uncond, **extra)["loss"]
         if l2 > 0:
             loss = loss + l2 * ((img - init) ** 2).sum()
         opt.zero_grad()
@@ -91,9 +95,17 @@ def run_image(cfg: ImageConfig, out: Path, progress: bool = True) -> Path:
         raise DreamlmcError("--steps must be >= 0 and --variations >= 1")
     if cfg.l2 > 0 and cfg.init is None:
         raise DreamlmcError("--l2 ties the result to --init; pass --init IMAGE too")
+    if cfg.guidance == "dds" and cfg.init is None:
+        raise DreamlmcError("--guidance dds edits an image: pass --init IMAGE (and --source-prompt)")
+    if cfg.guidance == "dds" and not cfg.source_prompt:
+        raise DreamlmcError("--guidance dds needs --source-prompt \"...\" (what the --init image shows)")
+    if cfg.source_prompt and cfg.guidance != "dds":
+        raise DreamlmcError("--source-prompt is used by --guidance dds only")
     from dreamlmc.guidance.backends import check_prompt
 
     check_prompt(cfg.model, cfg.prompt)
+    if cfg.source_prompt:
+        check_prompt(cfg.model, cfg.source_prompt)
     backend = load_backend(cfg.model, device=cfg.device)
     size = cfg.resolution or backend.image_resolution
     init = load_image(cfg.init, size) if cfg.init else torch.full((1, 3, size, size), 0.5)
@@ -105,7 +117,8 @@ def run_image(cfg: ImageConfig, out: Path, progress: bool = True) -> Path:
         gcfg = replace(base, eps_seed=cfg.eps_seed + i)
         torch.manual_seed(cfg.seed)
         guidance = ScoreDistillation(gcfg, backend, seed=cfg.seed)
-        results.append(optimise_image(guidance, cfg.prompt, init, cfg.steps, cfg.lr, cfg.l2, progress)[0])
+        results.append(optimise_image(guidance, cfg.prompt, init, cfg.steps, cfg.lr, cfg.l2, progress,
+                                      source_prompt=cfg.source_prompt)[0])
     grid = torch.cat(results, dim=-1)
     if cfg.init:
         grid = torch.cat([init[0], grid], dim=-1)

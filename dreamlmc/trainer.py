@@ -84,6 +84,9 @@ class TrainConfig:
             raise DreamlmcError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise DreamlmcError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.guidance.kind == "dds":
+            raise DreamlmcError("guidance.kind 'dds' edits images ('dreamlmc image --init', 'dreamlmc translate'); "
+                                "3D training takes 'sds' or 'lmc-sds'")
 
 
 class Trainer:

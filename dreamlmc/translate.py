@@ -1,7 +1,7 @@
 """An image-to-image translation network trained by score distillation (the paper's amortised 2D use).
 
 Where `dreamlmc image` optimises the pixels of one image, this trains a small convolutional network g_θ over a set
-of source images so that its outputs follow a target prompt under SDS / LMC-SDS, while an L2 tie to the input keeps
+of source images so that its outputs follow a target prompt under SDS / LMC-SDS / DDS, while an L2 tie to the input keeps
 their layout. Afterwards one forward pass translates new images; no diffusion model is needed at that point.
 
     g_θ(x) = sigmoid(logit(x) + f_θ(x)),  f_θ's last layer zero-initialised, so g_θ starts as the identity.
@@ -36,7 +36,9 @@ class TranslateConfig:
     batch_size: int = spec(8, ge=1, le=256)
     lr: float = spec(2e-3, gt=0.0, le=10.0)
     l2: float = spec(0.5, ge=0.0, le=1e6)
-    guidance: Literal["sds", "lmc-sds"] = "lmc-sds"
+    guidance: Literal["sds", "lmc-sds", "dds"] = "lmc-sds"
+    # dds: what the source images show (default with --source: each render's own world prompt)
+    source_prompt: Optional[str] = None
     guidance_scale: Optional[float] = spec(None, ge=0.0, le=1e4)
     fixed_eps: bool = False
     seed: int = spec(0, ge=0, le=2**63 - 1)
@@ -86,6 +88,12 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
     from dreamlmc.guidance.backends import backend_class
 
     backend_class(cfg.model).check_prompt(cfg.prompt)
+    if cfg.guidance == "dds" and not (cfg.source_prompt or cfg.source_prompts):
+        raise DreamlmcError("--guidance dds needs --source-prompt \"...\" (what the --images show)")
+    if cfg.source_prompt and cfg.guidance != "dds":
+        raise DreamlmcError("--source-prompt is used by --guidance dds only")
+    if cfg.source_prompt:
+        backend_class(cfg.model).check_prompt(cfg.source_prompt)
     world = backend_class(cfg.model).world()
     if cfg.source_prompts and world is None:
         raise DreamlmcError("--source renders the built-in world; with --model other than builtin pass --images DIR")
@@ -103,12 +111,20 @@ def train_translation(cfg: TranslateConfig, out: Path, progress: bool = True, fi
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     B = min(cfg.batch_size, len(data))
     cond, uncond = guidance.embed([cfg.prompt] * B)
+    source_cond = None
+    if cfg.guidance == "dds":  # one embedding per source image (ground_truth_renders keeps the prompts' order)
+        names = ([cfg.source_prompt] * len(data) if cfg.source_prompt
+                 else [p for p in cfg.source_prompts for _ in range(cfg.per_source)])
+        source_cond = guidance.embed(names)[0]
     g = torch.Generator().manual_seed(cfg.seed)
     losses: List[float] = []
     for _ in tqdm(range(cfg.steps), disable=not progress, desc="translation net", leave=False):
-        x = data[torch.randperm(len(data), generator=g)[:B].to(data.device)]
+        idx = torch.randperm(len(data), generator=g)[:B]
+        x = data[idx.to(data.device)]
         y = net(x)
-        loss = guidance(y, cond=cond, uncond=uncond)["loss"] + cfg.l2 * ((y - x) ** 2).sum() / B
+        extra = {} if source_cond is None else {"source_cond": source_cond[idx.to(source_cond.device)],
+                                                 "source_images": x}
+        loss = guidance(y, cond=cond, uncond=uncond, **extra)["loss"] + cfg.l2 * ((y - x) ** 2).sum() / B
         opt.zero_grad()
         loss.backward()
         opt.step()

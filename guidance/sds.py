@@ -35,7 +35,8 @@ class LMCConfig:
 
 @dataclass
 class GuidanceConfig:
-    kind: Literal["sds", "lmc-sds"] = "lmc-sds"
+    # dds (Delta Denoising Score) edits an image: it needs a source prompt (and a source image), so 2D only
+    kind: Literal["sds", "lmc-sds", "dds"] = "lmc-sds"
     guidance_scale: float = spec(20.0, ge=0.0, le=1e4)
     t_range: Tuple[float, float] = spec((0.02, 0.98), ge=0.0, le=1.0, ordered=True)
     # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
@@ -110,10 +111,15 @@ class ScoreDistillation:
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] = None, cond: torch.Tensor = None,
                  uncond: torch.Tensor = None, t: Optional[torch.Tensor] = None,
-                 eps: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                 eps: Optional[torch.Tensor] = None, source_cond: Optional[torch.Tensor] = None,
+                 source_images: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """source_cond / source_images: DDS only (the embedded source prompts, and the images they describe;
+        default: the images themselves)."""
         cfg, be = self.cfg, self.backend
         if cond is None:
             cond, uncond = self.embed(prompts)
+        if cfg.kind == "dds":
+            return self._dds(images, cond, uncond, source_cond, source_images, t, eps)
         x = be.encode_images(images)
         B = x.shape[0]
         if t is None:
@@ -163,6 +169,35 @@ class ScoreDistillation:
         out.update(loss=loss_cond + loss_second, loss_cond=loss_cond, grad_norm_cond=g_cond.norm(),
                    grad_norm=total_grad.norm())
         return out
+
+    def _dds(self, images, cond, uncond, source_cond, source_images, t, eps) -> Dict[str, torch.Tensor]:
+        """Delta Denoising Score (Hertz et al. 2023): the target prompt's guided ε̂ on the image minus the source
+        prompt's guided ε̂ on the source image, both noised with the same t and ε, so that what the two share
+        (the denoiser's blur, its error on this image) cancels and only the prompts' difference is left."""
+        if source_cond is None:
+            raise DreamlmcError("guidance kind 'dds' needs a source prompt (what the source image shows)")
+        be, s = self.backend, self.cfg.guidance_scale
+        x = be.encode_images(images)
+        B = x.shape[0]
+        t = (self.noise.timesteps(B, self.t_min, self.t_max) if t is None else t).to(be.device)
+        eps = (self.noise.sample(B) if eps is None else eps).to(x.device, x.dtype)
+        alpha, sigma = coefficients(be.alphas_cumprod, t)
+        w = (sigma ** 2 if self.cfg.weighting == "sds" else torch.ones_like(sigma)).view(-1, 1, 1, 1)
+        guided = s != 1.0
+        with torch.no_grad():
+            e_c, e_u = be.predict_noise(add_noise(x.detach(), alpha, sigma, eps), t, cond, uncond if guided else None)
+            same = source_images is None
+            xs = x.detach() if same else be.encode_images(source_images).to(x.device, x.dtype)
+            # on the image itself the unconditional prediction is the same for both prompts: reuse it
+            es_c, es_u = be.predict_noise(add_noise(xs, alpha, sigma, eps), t, source_cond,
+                                          uncond if guided and not same else None)
+            if guided:
+                es_u = e_u if same else es_u
+                e_c, es_c = e_u + s * (e_c - e_u), es_u + s * (es_c - es_u)
+            g = torch.nan_to_num(w * (e_c - es_c))
+        loss = _reparam(x, g, self.cfg.grad_clip) / B
+        return {"t": t.float().mean() / be.num_train_timesteps, "loss": loss, "loss_cond": loss,
+                "grad_norm": g.norm(), "grad_norm_cond": g.norm(), "grad_norm_second": torch.zeros(())}
 
     def state_dict(self) -> dict:
         return {"noise": self.noise.state_dict()}

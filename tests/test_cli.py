@@ -126,6 +126,7 @@ def test_variations_differ_and_reproduce_train(tmp_path, one_thread):
     (["--prompt", "a red cube", "--steps", "-3", "--out", "{tmp}/x"], "steps"),
     (["--prompt", "a red cube", "--out", "/proc/dreamlmc-cannot-write"], "not writable"),
     (["--prompt", "a red cube", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/x"], "does not exist"),
+    (["--prompt", "a red cube", "--out", "{tmp}/x", "guidance.kind=dds"], "3D training takes"),
 ])
 def test_bad_inputs_are_one_line_errors(args, needle, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -163,6 +164,27 @@ def test_sample_and_image_commands(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "i.png").size[0] == 2 * Image.open(tmp_path / "i.png").size[1]
+    # DDS editing: the input on the left, the edit beside it
+    assert main(["image", "--prompt", "a red cube", "--init", str(tmp_path / "s.png"), "--guidance", "dds",
+                 "--source-prompt", "a blue torus", "--out", str(tmp_path / "d.png"), "--steps", "3", "--quiet"]) == 0
+    assert Image.open(tmp_path / "d.png").size[0] == 2 * Image.open(tmp_path / "d.png").size[1]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--guidance", "dds", "--source-prompt", "a blue cube"], "pass --init"),
+    (["--guidance", "dds", "--init", "{img}"], "needs --source-prompt"),
+    (["--source-prompt", "a blue cube", "--init", "{img}"], "dds only"),
+    (["--guidance", "dds", "--init", "{img}", "--source-prompt", "a blue dragon"], "dragon"),
+])
+def test_dds_image_inputs_are_one_line_errors(extra, needle, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (90, 90, 200)).save(tmp_path / "in.png")
+    extra = [a.replace("{img}", str(tmp_path / "in.png")) for a in extra]
+    assert main(["image", "--prompt", "a red cube", "--out", str(tmp_path / "o.png"), "--quiet"] + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):

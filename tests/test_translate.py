@@ -29,6 +29,31 @@ def test_world_sources_render_the_named_colour():
     assert (rgb[:, 2] > rgb[:, 0]).float().mean() > 0.9  # blue dominates red on the object
 
 
+def test_dds_trains_with_each_source_images_own_prompt(tmp_path, monkeypatch):
+    """With --source renders and no --source-prompt, every image is paired with the prompt it was rendered from."""
+    from dreamlmc.guidance.sds import ScoreDistillation
+
+    seen = []
+    real = ScoreDistillation.__call__
+
+    def spy(self, images, *a, source_cond=None, source_images=None, **kw):
+        seen.append((source_cond.clone(), source_images.clone(), self.embed(["a blue cube", "a green sphere"])[0]))
+        return real(self, images, *a, source_cond=source_cond, source_images=source_images, **kw)
+
+    monkeypatch.setattr(ScoreDistillation, "__call__", spy)
+    out = tmp_path / "dds.safetensors"
+    assert main(["translate", "train", "--prompt", "a red cube", "--source", "a blue cube", "a green sphere",
+                 "--per-source", "2", "--steps", "2", "--batch-size", "4", "--guidance", "dds", "--out", str(out),
+                 "--quiet"]) == 0
+    from dreamlmc.shapes.data import ground_truth_renders
+
+    data = ground_truth_renders(["a blue cube", "a green sphere"], 2, seen[0][1].shape[-1], 0)
+    for cond, x, (blue, green) in seen:
+        for c, img in zip(cond, x):
+            i = int(((data - img) ** 2).flatten(1).sum(1).argmin())  # which source image this is
+            torch.testing.assert_close(c, blue if i < 2 else green)
+
+
 def test_train_then_apply(tmp_path):
     out = tmp_path / "net.safetensors"
     args = ["translate", "train", "--prompt", "a red cube", "--source", "a blue cube", "--per-source", "2",
@@ -59,8 +84,11 @@ def test_train_then_apply(tmp_path):
     (["--source", "a blue"], "must name a colour and a shape"),
     (["--images", "/no/such/folder"], "is not a folder"),
     (["--source", "a blue cube", "--steps", "0"], "must be >= 1"),
+    (["--images", "{tmp}", "--guidance", "dds"], "needs --source-prompt"),
+    (["--source", "a blue cube", "--source-prompt", "a blue cube"], "dds only"),
 ])
 def test_bad_training_inputs_are_one_line_errors(tmp_path, capsys, extra, message):
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     code = main(["translate", "train", "--prompt", "a red cube", "--out", str(tmp_path / "n.safetensors"),
                  "--quiet"] + extra)
     err = capsys.readouterr().err.strip()

@@ -193,3 +193,54 @@ def test_fresh_eps_for_the_corrective_costs_a_second_unet_call(batch):
                          lmc=LMCConfig(eps="fresh"))
     _, _, be = run(cfg, images[:1], t=t[:1])
     assert be.calls == 2
+
+
+def _dds(images, prompt, source_prompt, source_images=None, s=7.5, t=None, eps=None):
+    be = StubBackend()
+    g = ScoreDistillation(GuidanceConfig(kind="dds", guidance_scale=s), be, seed=0)
+    cond, uncond = g.embed([prompt] * len(images))
+    img = images.clone().requires_grad_(True)
+    out = g(img, cond=cond, uncond=uncond, t=t, eps=eps, source_cond=g.embed([source_prompt] * len(images))[0],
+            source_images=source_images)
+    out["loss"].backward()
+    return out, img.grad, be
+
+
+def test_dds_is_zero_for_equal_prompts_on_the_source_image(batch):
+    images, t, eps = batch
+    out, grad, be = _dds(images, "a red cube", "a red cube", t=t, eps=eps)
+    assert torch.count_nonzero(grad) == 0 and float(out["grad_norm"]) == 0.0
+    assert be.calls == 2  # target cond + uncond, source cond; the unconditional call is shared
+    _, grad_other, _ = _dds(images, "a red cube", "a blue sphere", t=t, eps=eps)
+    assert grad_other.abs().max() > 1e-4
+
+
+def test_dds_matches_a_hand_computation(batch):
+    """g = w(t) [ε̂_s(x_t, target) − ε̂_s(x̂_t, source)], x_t and x̂_t noised with the same t and ε; the images are
+    the pixels mapped to [-1, 1] by the stub, so the gradient on the pixels is 2 g."""
+    images, t, eps = batch
+    source = torch.rand_like(images, generator=torch.Generator().manual_seed(5))
+    s = 7.5
+    _, grad, _ = _dds(images, "a red cube", "a blue ball", source_images=source, s=s, t=t, eps=eps)
+    be = StubBackend()
+    ac = be.alphas_cumprod[t]
+    a, sg = ac.sqrt().view(-1, 1, 1, 1), (1 - ac).sqrt().view(-1, 1, 1, 1)
+    B = len(images)
+    tgt, src, unc = (be.encode_prompts([p] * B) for p in ("a red cube", "a blue ball", ""))
+
+    def guided(x, emb):
+        x_t = a * (x * 2 - 1) + sg * eps
+        e_c, e_u = be._predict(x_t, t, emb), be._predict(x_t, t, unc)
+        return e_u + s * (e_c - e_u)
+
+    expected = sg ** 2 * (guided(images, tgt) - guided(source, src)) * 2 / B
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_dds_without_a_source_prompt_is_a_clear_error(batch):
+    from dreamlmc.errors import DreamlmcError
+
+    images, t, eps = batch
+    g = ScoreDistillation(GuidanceConfig(kind="dds"), StubBackend(), seed=0)
+    with pytest.raises(DreamlmcError, match="source prompt"):
+        g(images, ["a red cube"], t=t, eps=eps)
