@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, table, write_json  # noqa: E402
+from tools.benchutil import machine, table, world_classifier, write_json  # noqa: E402
 
 TASKS = {
     "colour": {"sources": ["a blue cube", "a green cube", "a yellow cube"], "target": "a red cube",
@@ -72,7 +72,6 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", default=None, help="PNG: per task, held-out inputs then one row per method (seed 0)")
     args = ap.parse_args(argv)
 
-    from dreamlmc.shapes.classifier import train_classifier
     from dreamlmc.shapes.data import ground_truth_renders
     from dreamlmc.shapes.world import COLOURS, SHAPES, parse_prompt
     from dreamlmc.translate import load_translation
@@ -98,7 +97,7 @@ def main(argv=None) -> int:
     wall = time.time() - t_wall
 
     t0 = time.time()
-    clf, clf_shape, clf_colour = train_classifier(32)
+    clf, clf_shape, clf_colour = world_classifier(32)
     print(f"classifier: held-out accuracy shape {clf_shape:.3f}, colour {clf_colour:.3f} ({time.time() - t0:.0f} s)",
           file=sys.stderr)
     colours = list(COLOURS)

@@ -64,3 +64,27 @@ def write_json(name: str, data: Dict, out: Path = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def world_classifier(resolution: int = 32):
+    """The world's ground-truth classifier (dreamlmc.shapes.classifier; deterministic), trained once and cached in
+    ~/.cache/dreamlmc -> (net, held-out shape accuracy, held-out colour accuracy)."""
+    from safetensors.torch import load_file, save_file
+
+    from dreamlmc.shapes.classifier import Classifier, train_classifier
+
+    path = Path.home() / ".cache" / "dreamlmc" / f"world_classifier_{resolution}.safetensors"
+    if path.exists():
+        net = Classifier()
+        state = load_file(str(path))
+        acc = state.pop("_accuracy")
+        net.load_state_dict(state)
+        return net.eval(), float(acc[0]), float(acc[1])
+    net, acc_shape, acc_colour = train_classifier(resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    state["_accuracy"] = torch.tensor([acc_shape, acc_colour])
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+    return net, acc_shape, acc_colour
