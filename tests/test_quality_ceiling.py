@@ -20,3 +20,27 @@ def test_photometric_fit_of_a_cube_reaches_high_iou(tmp_path, geometry):
     assert m["nearest"] == "cube"
     assert m["iou"] > 0.8, m
     assert m["chamfer"] < 0.1 and m["normal_consistency"] > 0.85, m
+
+
+def test_evaluations_are_cached_until_the_run_changes(tmp_path):
+    import os
+
+    from tools.bench_quality import cached_evaluation
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ck = run / "checkpoints" / "last.safetensors"
+    ck.write_bytes(b"step 10")
+    calls = []
+
+    def evaluate(r):
+        calls.append(r)
+        return {"iou": 0.5 + len(calls)}
+
+    assert cached_evaluation(run, evaluate) == {"iou": 1.5}
+    assert cached_evaluation(run, evaluate) == {"iou": 1.5} and len(calls) == 1  # reused
+    ck.write_bytes(b"step 20, resumed")  # trained further: scored again
+    os.utime(ck, ns=(ck.stat().st_atime_ns, ck.stat().st_mtime_ns + 10**9))
+    assert cached_evaluation(run, evaluate) == {"iou": 2.5} and len(calls) == 2
+    (run / "quality.json").write_text("{not json")  # a damaged cache is recomputed, not an error
+    assert cached_evaluation(run, evaluate) == {"iou": 3.5}

@@ -123,6 +123,40 @@ def run_guided(jobs: List[Dict], workdir: Path, steps: int, workers: int) -> Dic
     return {r["slug"]: r for r in summary["runs"]}
 
 
+def evaluation_key(run: Path) -> str:
+    """What an evaluation depends on: the run's last checkpoint (size, mtime) and the code that exports, renders and
+    scores it (the metrics, the world, the exporter, the renderer). Any change re-evaluates."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted([*(root / "dreamlmc" / "shapes").glob("*.py"), root / "dreamlmc" / "export.py",
+                     *(root / "renderers").glob("*.py")]):
+        h.update(f.read_bytes())
+    ck = run / "checkpoints" / "last.safetensors"
+    st = ck.stat()
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_evaluation(run: Path, evaluate) -> Dict:
+    """evaluate(run), kept in run/quality.json under evaluation_key(run): a sweep re-scoring the runs it reuses from
+    --workdir costs nothing while neither the run nor the scoring code changed."""
+    import json
+
+    from dreamlmc.io import atomic_write_text
+
+    path, key = run / "quality.json", evaluation_key(run)
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                return cached["result"]
+        except (ValueError, KeyError):
+            pass
+    result = evaluate(run)
+    atomic_write_text(path, json.dumps({"key": key, "result": result}))
+    return result
+
+
 def prior_info() -> Dict:
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
 
@@ -244,7 +278,7 @@ def main(argv=None) -> int:
                                         sharpness_ratio=None, seconds=rec.get("seconds"), extent_ratio=[0, 0, 0],
                                         hole=False if "torus" in j["prompt"] else None)
             continue
-        per_run[run_name(j)] = dict(base, **evaluate_run(args.workdir / run_name(j)))
+        per_run[run_name(j)] = dict(base, **cached_evaluation(args.workdir / run_name(j), evaluate_run))
     rows, prompt_rows = [], []
     for k, s in methods:
         sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
