@@ -1,6 +1,6 @@
 """The paper's 2D claims on the built-in world: optimisation-based image synthesis with SDS and LMC-SDS.
 
-    python tools/bench_image.py                 # 2 methods x 3 scales x 3 seeds, 8 prompts each (~10 min, 2 cores)
+    python tools/bench_image.py       # 2 methods x 3 scales x 3 seeds x 8 prompts (~10 min per cell on one thread)
 
 Each cell optimises the 8 quality prompts' images from 50 % grey (what `dreamlmc image` does: 300 steps, lr 0.02,
 a fixed ε per seed) and scores them against ground-truth renders of the same prompts (64 per prompt, random
@@ -22,7 +22,7 @@ import torch
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
 from tools.benchutil import machine, table, world_classifier, write_json  # noqa: E402
 
-PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
+DEFAULT_PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
            "an orange pyramid", "a white cube", "a black sphere"]
 
 
@@ -54,8 +54,11 @@ def _mean_se(xs):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kinds", nargs="+", default=["sds", "lmc-sds"])
-    ap.add_argument("--scales", nargs="+", type=float, default=[7.5, 20.0, 100.0])
+    ap.add_argument("--cells", nargs="+", default=["sds:7.5", "lmc-sds:7.5", "sds:20", "lmc-sds:20", "sds:100",
+                                                    "lmc-sds:100"], help="method:scale pairs")
+    ap.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
+    ap.add_argument("--workdir", default=str(Path.home() / ".cache/dreamlmc/bench_image"),
+                    help="each cell's images are cached here (an interrupted run keeps the cells it finished)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.02)
@@ -69,6 +72,10 @@ def main(argv=None) -> int:
     from dreamlmc.shapes.metrics import saturation, sharpness
     from dreamlmc.shapes.world import COLOURS, SHAPES, parse_prompt
 
+    PROMPTS = args.prompts
+    cells = [(c.split(":")[0], float(c.split(":")[1])) for c in args.cells]
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
     backend = load_backend("builtin")
     R = backend.image_resolution
     chromatic = [i for i, p in enumerate(PROMPTS) if parse_prompt(p)["colour"] not in ("white", "black")]
@@ -83,46 +90,51 @@ def main(argv=None) -> int:
     colour_idx = torch.tensor([list(COLOURS).index(parse_prompt(p)["colour"]) for p in PROMPTS])
 
     per_seed, images, t_all = [], {}, time.time()
-    for kind in args.kinds:
-        for scale in args.scales:
-            t0 = time.time()
+    for kind, scale in cells:
+        key = f"{kind}_s{scale:g}_seeds{'-'.join(map(str, args.seeds))}_{args.steps}_{len(PROMPTS)}p.pt"
+        t0 = time.time()
+        if (work / key).exists():
+            cached = torch.load(work / key)
+            xs, secs = cached["images"], cached["seconds"]
+        else:
             xs = synthesise(backend, kind, scale, args.seeds, PROMPTS, args.steps, args.lr)
             secs = time.time() - t0
-            print(f"{kind} s={scale:g}: {secs:.0f} s", file=sys.stderr)
-            for seed, x in zip(args.seeds, xs):
-                images[(kind, scale, seed)] = x
-                with torch.no_grad():
-                    ls, lc = clf(x)
-                sharp = torch.tensor([sharpness(x[i:i + 1]) for i in range(len(PROMPTS))]) / gt_sharp
-                sat = torch.tensor([saturation(x[i:i + 1]) for i in range(len(PROMPTS))]) / gt_sat
-                per_seed.append({"method": kind, "s": scale, "seed": seed, "sharpness_ratio": float(sharp.mean()),
-                                 "saturation_ratio": float(sat[chromatic].mean()),
-                                 "shape_acc": float((ls.argmax(1) == shape_idx).float().mean()),
-                                 "colour_acc": float((lc.argmax(1) == colour_idx).float().mean()),
-                                 "seconds": secs / len(args.seeds)})
+            torch.save({"images": xs, "seconds": secs, "prompts": PROMPTS}, work / f".{key}.tmp")
+            (work / f".{key}.tmp").replace(work / key)
+        print(f"{kind} s={scale:g}: {secs:.0f} s", file=sys.stderr)
+        for seed, x in zip(args.seeds, xs):
+            images[(kind, scale, seed)] = x
+            with torch.no_grad():
+                ls, lc = clf(x)
+            sharp = torch.tensor([sharpness(x[i:i + 1]) for i in range(len(PROMPTS))]) / gt_sharp
+            sat = torch.tensor([saturation(x[i:i + 1]) for i in range(len(PROMPTS))]) / gt_sat
+            per_seed.append({"method": kind, "s": scale, "seed": seed, "sharpness_ratio": float(sharp.mean()),
+                             "saturation_ratio": float(sat[chromatic].mean()),
+                             "shape_acc": float((ls.argmax(1) == shape_idx).float().mean()),
+                             "colour_acc": float((lc.argmax(1) == colour_idx).float().mean()),
+                             "seconds": secs / len(args.seeds)})
     wall = time.time() - t_all
 
     metrics = ["sharpness_ratio", "saturation_ratio", "shape_acc", "colour_acc", "diversity_l1"]
     rows = []
-    for kind in args.kinds:
-        for scale in args.scales:
-            rs = [r for r in per_seed if (r["method"], r["s"]) == (kind, scale)]
-            row = {"method": kind, "s": scale, "seeds": len(rs)}
-            for m in metrics[:4]:
-                row[m], row[m + "_se"] = _mean_se([r[m] for r in rs])
-            xs = [images[(kind, scale, s)] for s in args.seeds]
-            # per prompt, mean pairwise L1 between seeds; ± over prompts
-            div = [statistics.fmean(float((xs[i][p] - xs[j][p]).abs().mean()) for i in range(len(xs))
-                                    for j in range(i + 1, len(xs))) for p in range(len(PROMPTS))] \
-                if len(xs) > 1 else [0.0]
-            row["diversity_l1"], row["diversity_l1_se"] = _mean_se(div)
-            rows.append(row)
+    for kind, scale in cells:
+        rs = [r for r in per_seed if (r["method"], r["s"]) == (kind, scale)]
+        row = {"method": kind, "s": scale, "seeds": len(rs)}
+        for m in metrics[:4]:
+            row[m], row[m + "_se"] = _mean_se([r[m] for r in rs])
+        xs = [images[(kind, scale, s)] for s in args.seeds]
+        # per prompt, mean pairwise L1 between seeds; ± over prompts
+        div = [statistics.fmean(float((xs[i][p] - xs[j][p]).abs().mean()) for i in range(len(xs))
+                                for j in range(i + 1, len(xs))) for p in range(len(PROMPTS))] \
+            if len(xs) > 1 else [0.0]
+        row["diversity_l1"], row["diversity_l1_se"] = _mean_se(div)
+        rows.append(row)
     shown = [{**{k: r[k] for k in ("method", "s", "seeds")},
               **{m: f"{r[m]:.3f} ± {r[m + '_se']:.3f}" for m in metrics}} for r in rows]
     cols = ["method", "s", "seeds"] + metrics
     head = (f"machine: {machine()['cpu']}, {machine()['cores']} cores; {args.steps} steps from grey, lr {args.lr}, "
-            f"8 prompts x seeds {args.seeds} per cell; {wall:.0f} s in all. Ratios against ground-truth renders; "
-            f"classifier held-out accuracy shape {clf_shape:.3f}, colour {clf_colour:.3f}; ± is the standard error over "
+            f"{len(PROMPTS)} prompts x seeds {args.seeds} per cell; {wall:.0f} s in all. Ratios against ground-truth "
+            f"renders; classifier held-out accuracy shape {clf_shape:.3f}, colour {clf_colour:.3f}; ± is the standard error over "
             "seeds (diversity: over prompts).")
     print("\n" + head)
     print(table(shown, cols))
@@ -134,7 +146,7 @@ def main(argv=None) -> int:
     if args.figure:
         from dreamlmc.media import save_png
 
-        rows_ = [gt[:, 0]] + [images[(k, s, args.seeds[0])] for k in args.kinds for s in args.scales]
+        rows_ = [gt[:, 0]] + [images[(k, s, args.seeds[0])] for k, s in cells]
         fig = torch.cat([torch.cat(list(r), -1) for r in rows_], -2)
         save_png(torch.nn.functional.interpolate(fig[None], scale_factor=3, mode="nearest")[0], Path(args.figure))
     return 0
