@@ -4,8 +4,8 @@
 
 Each cell optimises the 8 quality prompts' images from 50 % grey (what `dreamlmc image` does: 300 steps, lr 0.02,
 a fixed ε per seed) and scores them against ground-truth renders of the same prompts (64 per prompt, random
-training cameras): sharpness (Laplacian variance) and HSV saturation as ratios to the ground truth's (saturation
-over the 6 chromatic prompts), and whether the world's ground-truth classifier reads the prompt's shape and colour
+training cameras): sharpness (Laplacian variance) and HSV saturation of object (not near-white) pixels as ratios
+to the ground truth's (saturation over the chromatic prompts), and whether the world's ground-truth classifier reads the prompt's shape and colour
 in the image. Diversity: mean pairwise L1 between the seeds' images of one prompt (fixed-ε seeds as variations).
 Rows are means over seeds with their standard error (±).
 """
@@ -48,6 +48,11 @@ def synthesise(backend, kind: str, scale: float, seeds, prompts, steps: int, lr:
     return torch.sigmoid(logits).detach().view(len(seeds), len(prompts), 3, R, R)
 
 
+def _object_mask(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W): pixels that are not near-white background."""
+    return (images < 0.9).any(1, keepdim=True).float()
+
+
 def _mean_se(xs):
     return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
 
@@ -81,7 +86,9 @@ def main(argv=None) -> int:
     chromatic = [i for i, p in enumerate(PROMPTS) if parse_prompt(p)["colour"] not in ("white", "black")]
     gt = ground_truth_renders(PROMPTS, 64, R, seed=7).view(len(PROMPTS), 64, 3, R, R)
     gt_sharp = torch.tensor([sharpness(g) for g in gt])
-    gt_sat = torch.tensor([saturation(g) for g in gt])
+    # saturation over object pixels (not near-white): the synthesised objects fill more of the frame than the
+    # ground truth's, so a whole-image mean would measure coverage, not colour
+    gt_sat = torch.tensor([saturation(g, _object_mask(g)) for g in gt])
     t0 = time.time()
     clf, clf_shape, clf_colour = world_classifier(R)
     print(f"classifier: held-out accuracy shape {clf_shape:.3f}, colour {clf_colour:.3f} ({time.time() - t0:.0f} s)",
@@ -107,7 +114,8 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 ls, lc = clf(x)
             sharp = torch.tensor([sharpness(x[i:i + 1]) for i in range(len(PROMPTS))]) / gt_sharp
-            sat = torch.tensor([saturation(x[i:i + 1]) for i in range(len(PROMPTS))]) / gt_sat
+            sat = torch.tensor([saturation(x[i:i + 1], _object_mask(x[i:i + 1]))
+                                for i in range(len(PROMPTS))]) / gt_sat
             per_seed.append({"method": kind, "s": scale, "seed": seed, "sharpness_ratio": float(sharp.mean()),
                              "saturation_ratio": float(sat[chromatic].mean()),
                              "shape_acc": float((ls.argmax(1) == shape_idx).float().mean()),
