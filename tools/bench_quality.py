@@ -206,7 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 prompts, 1 seed, LMC-SDS at s = 20 only")
     ap.add_argument("--ceiling", action="store_true", help="photometric fit to ground truth instead of guidance")
     ap.add_argument("--prompts", nargs="+", default=None)
-    ap.add_argument("--kinds", nargs="+", default=["lmc-sds", "sds"])
+    ap.add_argument("--kinds", nargs="+", default=["lmc-sds", "sds"], choices=["lmc-sds", "sds"],
+                    help="overrides (key=value) go before the options, or after --")
     ap.add_argument("--scales", type=float, nargs="+", default=None, help="default 20 (and 7.5 for SDS)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="default: the preset's")
