@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, table, world_classifier, write_json  # noqa: E402
+from tools.benchutil import machine, mean_se, table, world_classifier, write_json  # noqa: E402
 
 DEFAULT_PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
            "an orange pyramid", "a white cube", "a black sphere"]
@@ -53,10 +53,6 @@ def _object_mask(images: torch.Tensor) -> torch.Tensor:
     return (images < 0.9).any(1, keepdim=True).float()
 
 
-def _mean_se(xs):
-    return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", nargs="+", default=["sds:7.5", "lmc-sds:7.5", "sds:20", "lmc-sds:20", "sds:100",
@@ -72,7 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", default=None, help="PNG: ground truth, then one row per (method, scale), seed 0; columns: the 8 prompts")
     args = ap.parse_args(argv)
 
+    from safetensors.torch import load_file, save_file
+
     from dreamlmc.guidance.backends import load_backend
+    from dreamlmc.io import atomic_write
     from dreamlmc.shapes.data import ground_truth_renders
     from dreamlmc.shapes.metrics import saturation, sharpness
     from dreamlmc.shapes.world import COLOURS, SHAPES, parse_prompt
@@ -98,16 +97,16 @@ def main(argv=None) -> int:
 
     per_seed, images = [], {}
     for kind, scale in cells:
-        key = f"{kind}_s{scale:g}_seeds{'-'.join(map(str, args.seeds))}_{args.steps}_{len(PROMPTS)}p.pt"
+        key = f"{kind}_s{scale:g}_seeds{'-'.join(map(str, args.seeds))}_{args.steps}_{len(PROMPTS)}p.safetensors"
         t0 = time.time()
         if (work / key).exists():
-            cached = torch.load(work / key)
-            xs, secs = cached["images"], cached["seconds"]
+            cached = load_file(str(work / key))
+            xs, secs = cached["images"], float(cached["seconds"])
         else:
             xs = synthesise(backend, kind, scale, args.seeds, PROMPTS, args.steps, args.lr)
             secs = time.time() - t0
-            torch.save({"images": xs, "seconds": secs, "prompts": PROMPTS}, work / f".{key}.tmp")
-            (work / f".{key}.tmp").replace(work / key)
+            atomic_write(work / key, lambda p: save_file({"images": xs.contiguous(),
+                                                          "seconds": torch.tensor(secs)}, str(p)))
         print(f"{kind} s={scale:g}: {secs:.0f} s", file=sys.stderr)
         for seed, x in zip(args.seeds, xs):
             images[(kind, scale, seed)] = x
@@ -129,13 +128,13 @@ def main(argv=None) -> int:
         rs = [r for r in per_seed if (r["method"], r["s"]) == (kind, scale)]
         row = {"method": kind, "s": scale, "seeds": len(rs)}
         for m in metrics[:4]:
-            row[m], row[m + "_se"] = _mean_se([r[m] for r in rs])
+            row[m], row[m + "_se"] = mean_se([r[m] for r in rs])
         xs = [images[(kind, scale, s)] for s in args.seeds]
         # per prompt, mean pairwise L1 between seeds; ± over prompts
         div = [statistics.fmean(float((xs[i][p] - xs[j][p]).abs().mean()) for i in range(len(xs))
                                 for j in range(i + 1, len(xs))) for p in range(len(PROMPTS))] \
             if len(xs) > 1 else [0.0]
-        row["diversity_l1"], row["diversity_l1_se"] = _mean_se(div)
+        row["diversity_l1"], row["diversity_l1_se"] = mean_se(div)
         rows.append(row)
     shown = [{**{k: r[k] for k in ("method", "s", "seeds")},
               **{m: f"{r[m]:.3f} ± {r[m + '_se']:.3f}" for m in metrics}} for r in rows]

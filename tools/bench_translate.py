@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, table, world_classifier, write_json  # noqa: E402
+from tools.benchutil import machine, mean_se, table, world_classifier, write_json  # noqa: E402
 
 TASKS = {
     "colour": {"sources": ["a blue cube", "a green cube", "a yellow cube"], "target": "a red cube",
@@ -51,10 +50,6 @@ def _train(job) -> float:
 def _tiles(n: int, k: int = 6) -> torch.Tensor:
     """k evenly spaced indices of n held-out images (the figure's tiles)."""
     return torch.linspace(0, n - 1, min(k, n)).round().long()
-
-
-def _mean_se(xs):
-    return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
 
 
 def main(argv=None) -> int:
@@ -159,7 +154,7 @@ def main(argv=None) -> int:
                     continue
                 row = {"task": task, "method": method, "images": images, "seeds": len(rs)}
                 for m in metrics:
-                    mu, se = _mean_se([r[m] for r in rs])
+                    mu, se = mean_se([r[m] for r in rs])
                     row[m], row[m + "_se"] = mu, se
                 rows.append(row)
     shown = [{k: (f"{r[k]:.3f} ± {r[k + '_se']:.3f}" if k in metrics else r[k]) for k in

@@ -84,7 +84,12 @@ def world_classifier(resolution: int = 32):
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     state["_accuracy"] = torch.tensor([acc_shape, acc_colour])
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    from dreamlmc.io import atomic_write
+
+    atomic_write(path, lambda p: save_file(state, str(p)))
     return net, acc_shape, acc_colour
+
+
+def mean_se(xs) -> tuple:
+    """(mean, standard error) of a list of per-seed values (error 0 for a single value)."""
+    return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
