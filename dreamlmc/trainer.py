@@ -7,6 +7,7 @@ and, once finished, model.glb, preview.png and turntable.mp4 (or .gif).
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dreamlmc import config as config_lib
 from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.export import ExportConfig, extract_mesh, write_mesh
-from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
+from dreamlmc.guidance.sds import GuidanceConfig, LMCConfig, ScoreDistillation
 from dreamlmc.checkpoint import CHECKPOINT, load_optimizer_state, load_state, optimizer_state, save_state
 from dreamlmc.io import atomic_write_text
 from dreamlmc.media import grid, save_png, write_video
@@ -34,9 +35,10 @@ from dreamlmc.config import spec
 # against ground truth): an sdf geometry, Lambertian shading only (the prior saw lit objects; albedo and
 # textureless views cost it 2-3x its denoising error), an opacity penalty that keeps objects from inflating
 # (ramped in over the first quarter: at full strength from step 0 it emptied 2 of 24 runs),
-# cameras at elevations the prior was trained on, and fresh ε every step (a fixed ε inflates objects by
-# 1.6x). The section classes keep the general DreamFusion defaults; configs/stable_diffusion.yaml and
-# configs/deepfloyd_if.yaml set those back for real priors, where this recipe is not measured.
+# cameras at elevations the prior was trained on, fresh ε every step (a fixed ε inflates objects by
+# 1.6x) and LMC-SDS's corrective term at weight λ = 3. The section classes keep the general DreamFusion
+# defaults; configs/stable_diffusion.yaml and configs/deepfloyd_if.yaml set those back for real priors, where
+# this recipe is not measured.
 def _train_camera() -> CameraConfig:
     return CameraConfig(elevation_range=(0.0, 30.0))
 
@@ -47,7 +49,9 @@ def _train_renderer() -> RendererConfig:
 
 
 def _train_guidance() -> GuidanceConfig:
-    return GuidanceConfig(fixed_eps=False)
+    # λ = 3: over 8 prompts x 3 seeds, albedo ΔE 22.4 -> 11.5, normal consistency 0.84 -> 0.88, Chamfer 0.149 ->
+    # 0.106, torus holes 1/3 -> 3/3, the white cube's IoU 0.17 -> 0.49 (README, "The LMC-SDS switches")
+    return GuidanceConfig(fixed_eps=False, lmc=LMCConfig(weight=3.0))
 
 
 @dataclass
@@ -221,9 +225,21 @@ class Trainer:
         lost, scale = self.step, self.sparsity_scale * 0.5
         self.load_checkpoint()
         self.sparsity_scale = scale
+        self._reseed(round(-math.log2(scale)))
         self.log(f"the object vanished (empty renders since step {lost - self.empty_steps}); back to step "
-                 f"{self.step} with the opacity penalty x{scale:g}")
+                 f"{self.step} with the opacity penalty x{scale:g} and new draws of cameras, t and ε")
         return True
+
+    def _reseed(self, attempt: int) -> None:
+        """New random streams (cameras, renderer, t and fresh ε; a fixed ε* is kept) for the attempt-th try after
+        a vanish: replaying the same draws can vanish the same way whatever the penalty (measured: a black sphere
+        at λ = 3 vanished 4 times at step ~40). Derived from the run's seed, and saved in later checkpoints, so a
+        run stays reproducible and resumable."""
+        base = self.cfg.seed + 7919 * attempt
+        torch.manual_seed(base)
+        self.guidance.noise.generator.manual_seed(base + 1)
+        self.generator.manual_seed(base + 2)
+        self.sampler.generator.manual_seed(base + 3)
 
     def _on_signal(self, signum, frame):
         self._stop_signal = signum

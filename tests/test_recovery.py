@@ -12,6 +12,7 @@ QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
 
 
 def _train(tmp_path, patience):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     # an opacity penalty this strong empties the field within a dozen steps
     cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=24", "checkpoint_every=10",
                                               "renderer.sparsity_weight=1e5", "renderer.sparsity_ramp=0",
@@ -37,3 +38,18 @@ def test_patience_zero_never_goes_back(tmp_path):
     tr, logs, recs = _train(tmp_path, patience=0)
     assert logs == [] and tr.sparsity_scale == 1.0
     assert recs[-1]["opacity"] < 1e-3  # it did vanish
+
+
+@pytest.mark.slow
+def test_going_back_draws_new_cameras_t_and_eps(tmp_path):
+    """Replaying the same draws could vanish the same way: after going back the run draws anew (reproducibly)."""
+    import re
+
+    _, _, replay = _train(tmp_path / "a", patience=0)
+    _, logs, recs = _train(tmp_path / "b", patience=5)
+    back = int(re.search(r"back to step (\d+)", logs[0]).group(1))
+    t_replay, t_new = [r["t"] for r in replay], [r["t"] for r in recs]
+    assert t_new[:back] == t_replay[:back]  # the same run up to the checkpoint it went back to
+    assert t_new[back:back + 5] != t_replay[back:back + 5]  # then new draws
+    _, logs2, recs2 = _train(tmp_path / "c", patience=5)
+    assert [r["t"] for r in recs2] == t_new  # reproducible
