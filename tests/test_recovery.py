@@ -1,5 +1,6 @@
 """A run whose object vanishes goes back to its last checkpoint with half the opacity penalty."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,6 @@ def test_patience_zero_never_goes_back(tmp_path):
 @pytest.mark.slow
 def test_going_back_draws_new_cameras_t_and_eps(tmp_path):
     """Replaying the same draws could vanish the same way: after going back the run draws anew (reproducibly)."""
-    import re
-
     _, _, replay = _train(tmp_path / "a", patience=0)
     _, logs, recs = _train(tmp_path / "b", patience=5)
     back = int(re.search(r"back to step (\d+)", logs[0]).group(1))

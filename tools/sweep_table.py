@@ -16,13 +16,14 @@ from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.benchutil import mean_se, table  # noqa: E402
+from dreamlmc.io import atomic_write_text  # noqa: E402
+from tools.benchutil import mean_se, table, write_json  # noqa: E402
 
 METRICS = ("iou", "chamfer", "normal_consistency", "delta_e")
 
 
 def load_cell(spec: str, prompts: Optional[Sequence[str]]) -> Dict:
-    """LABEL=PATH[:KIND] -> {"label", "runs": {(prompt, seed): run}, "overrides", "seconds"}."""
+    """LABEL=PATH[:KIND] -> {"label", "runs": {(prompt, seed): run}, "overrides", "path"}."""
     label, _, rest = spec.rpartition("=")
     if not label:
         raise SystemExit(f"sweep_table: a cell is LABEL=RESULTS_JSON[:KIND], got {spec!r}")
@@ -94,14 +95,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     prompts = args.prompts or sorted({k[0] for c in cells for k in c["runs"]})
-    (args.out / "results.md").write_text(
-        f"# {args.title}\n\nPrompts: {', '.join(prompts)}; ± = standard error over runs (prompt × seed); "
+    atomic_write_text(
+        args.out / "results.md", f"# {args.title}\n\nPrompts: {', '.join(prompts)}; ± = standard error over runs (prompt × seed); "
         f"ΔIoU paired by (prompt, seed) against `{args.base}`; 'better'/'worse' when the paired difference is more "
         f"than 2 SE from 0.\n\n{md}\n")
-    (args.out / "results.json").write_text(json.dumps(
-        {"base": args.base, "chosen": args.chosen, "prompts": prompts,
-         "cells": [{"label": c["label"], "source": c["path"], "overrides": c["overrides"]} for c in cells],
-         "rows": rows}, indent=2, ensure_ascii=False))
+    write_json("lmc_sweep", {"base": args.base, "chosen": args.chosen, "prompts": prompts,
+                             "cells": [{"label": c["label"], "source": c["path"], "overrides": c["overrides"]}
+                                       for c in cells], "rows": rows}, args.out / "results.json")
     return 0
 
 
