@@ -44,3 +44,17 @@ def test_evaluations_are_cached_until_the_run_changes(tmp_path):
     assert cached_evaluation(run, evaluate) == {"iou": 2.5} and len(calls) == 2
     (run / "quality.json").write_text("{not json")  # a damaged cache is recomputed, not an error
     assert cached_evaluation(run, evaluate) == {"iou": 3.5}
+
+
+def test_a_scale_override_names_the_scale_the_runs_train_at():
+    from tools.bench_quality import effective_scale, train_argv
+    from dreamlmc.trainer import resolve_config
+
+    ov = ["guidance.lmc.weight=3", "guidance.guidance_scale=7.5"]
+    assert effective_scale(20.0, ov) == 7.5 and effective_scale(20.0, ov[:1]) == 20.0
+    job = {"prompt": "a red cube", "kind": "lmc-sds", "scale": 20.0, "seed": 0, "fixed_eps": False, "eps_seed": 0,
+           "overrides": ov}
+    from dreamlmc.cli import _train_overrides, build_parser  # the table's label must match what `train` resolves
+
+    args = build_parser().parse_args(["train", "--out", "x"] + train_argv(job, 10))
+    assert resolve_config([], _train_overrides(args) + list(args.overrides)).guidance.guidance_scale == 7.5

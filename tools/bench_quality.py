@@ -105,6 +105,15 @@ def ceiling_job(args) -> str:
     return str(out)
 
 
+def effective_scale(scale: float, overrides: List[str]) -> float:
+    """The guidance scale a run trains at: an override `guidance.guidance_scale=...` wins over --scales (it comes
+    after the --guidance-scale flag in the run's arguments)."""
+    for o in reversed(overrides):
+        if o.replace(" ", "").startswith("guidance.guidance_scale="):
+            return float(o.split("=", 1)[1])
+    return scale
+
+
 def train_argv(job: Dict, steps: int) -> List[str]:
     """The `dreamlmc train` arguments of a guided run (without --out)."""
     argv = ["--prompt", job["prompt"], "--guidance", job["kind"], "--guidance-scale", str(job["scale"]), "--seed",
@@ -283,7 +292,7 @@ def main(argv=None) -> int:
     rows, prompt_rows = [], []
     for k, s in methods:
         sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
-        label = f"{args.label} {k}".strip() + (f" s={s:g}" if s is not None else "")
+        label = f"{args.label} {k}".strip() + (f" s={effective_scale(s, ov):g}" if s is not None else "")
         rows.append(dict({"method": label}, **aggregate(sel, seeds)))
         for p in prompts:
             ps = [r for r in sel if r["prompt"] == p]
