@@ -26,7 +26,7 @@ import torch
 
 from dreamlmc.cameras import view_label
 from dreamlmc.checkpoint import load_optimizer_state, load_state, optimizer_state, save_state
-from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, make_scheduler, sample, save_prior)
+from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, load_prior, make_scheduler, sample, save_prior)
 from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, prompt_for
 
 DEFAULT_WORKDIR = Path.home() / ".cache/dreamlmc/prior_train"
@@ -96,6 +96,9 @@ def main(argv=None) -> int:
                          "checkpoint that can be committed when a session ends before training does")
     ap.add_argument("--resume-from", type=Path, default=None,
                     help="start from such a compact checkpoint (the optimiser restarts with its warm-up)")
+    ap.add_argument("--init-weights", type=Path, default=None,
+                    help="fine-tune: start net and EMA from a shipped prior file (e.g. "
+                         "dreamlmc/assets/builtin_prior.safetensors) at its card's step; the optimiser warms up again")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -127,6 +130,16 @@ def main(argv=None) -> int:
         step = int(json.loads(args.resume_from.with_suffix(".json").read_text())["step"])
         warm_start = step  # the fresh optimiser warms up again
         print(f"started from {args.resume_from} at step {step}", file=sys.stderr)
+    elif args.init_weights:
+        shipped, card = load_prior(args.init_weights)
+        if shipped.cfg != net.cfg:
+            raise SystemExit(f"--init-weights: {args.init_weights} has another network config than PriorNet()")
+        net.load_state_dict(shipped.state_dict())
+        ema.load_state_dict(shipped.state_dict())
+        step = warm_start = int(card.get("steps", 0))
+        fine_tune_from = {"weights": str(args.init_weights), "steps": step, "final_loss": card.get("final_loss")}
+        (args.workdir / "init.json").write_text(json.dumps(fine_tune_from))
+        print(f"fine-tuning {args.init_weights} from step {step}", file=sys.stderr)
 
     if args.save_resumable:
         from safetensors.torch import save_file
@@ -147,11 +160,19 @@ def main(argv=None) -> int:
                 "lr_segments": _lr_segments(args.workdir, step),
                 "final_loss": _last_loss(args.workdir), "ema_decay": args.ema,
                 "guidance_convention": "eps_u + s * (eps_c - eps_u); s = 1 is purely conditional"}
+        for name in ("init", "data"):  # a fine-tune records what it started from and what it saw
+            f = args.workdir / f"{name}.json"
+            if f.exists():
+                card["fine_tuned_from" if name == "init" else "data"] = json.loads(f.read_text())
         save_prior(ema, args.export, card)
         print(f"exported EMA weights at step {step} to {args.export}")
         return 0
 
     images, colours, shapes, views, data_seed = load_data(args.data)
+    with np.load(args.data) as d:
+        white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
+    (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
+                                                        "seed": data_seed, "white_fraction": white}))
     sched = make_scheduler(net.cfg)
     alphas_cumprod = sched.alphas_cumprod.float()
     snr = alphas_cumprod / (1 - alphas_cumprod)

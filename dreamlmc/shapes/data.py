@@ -15,8 +15,21 @@ from dreamlmc.shapes.render import render_shapes
 from dreamlmc.shapes.world import AMBIENT, COLOURS, DIFFUSE, SHAPES, parse_prompt
 
 
-def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, progress: bool = True) -> dict:
-    """Returns uint8 images (N, R, R, 3) plus colour/shape indices and camera angles, N = 48 * per_prompt."""
+def background_colours(n: int, white_fraction: float, seed: int) -> np.ndarray:
+    """(n, 3) solid background colours: white with probability white_fraction, else uniform RGB (what the
+    renderer's `background: random` draws), from their own seeded stream."""
+    rng = np.random.default_rng([seed, 1_000_003])
+    colours = rng.random((n, 3)).astype(np.float32)
+    colours[rng.random(n) < white_fraction] = 1.0
+    return colours
+
+
+def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, progress: bool = True,
+                 white_fraction: float = 1.0) -> dict:
+    """Returns uint8 images (N, R, R, 3) plus colour/shape indices, camera angles and background colours,
+    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid colours."""
+    if not 0.0 <= white_fraction <= 1.0:
+        raise DreamlmcError(f"white_fraction must be in [0, 1], got {white_fraction}")
     cams = CameraSampler(CameraConfig(stratified=False), resolution, resolution, seed=seed)
     colour_names = list(COLOURS)
     pairs = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
@@ -24,6 +37,7 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
     si = np.repeat([p[1] for p in pairs], per_prompt)
     n = len(ci)
     images = np.zeros((n, resolution, resolution, 3), np.uint8)
+    backgrounds = background_colours(n, white_fraction, seed)
     elevation, azimuth = np.zeros(n, np.float32), np.zeros(n, np.float32)
     t0 = time.time()
     for start in range(0, n, chunk):
@@ -32,7 +46,8 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
         cam = cams.sample(b)
         shapes = [SHAPES[k] for k in si[idx]]
         albedo = torch.tensor([COLOURS[colour_names[k]] for k in ci[idx]], dtype=torch.float32)
-        out = render_shapes(shapes, albedo, cam, ambient=AMBIENT, diffuse=DIFFUSE)
+        out = render_shapes(shapes, albedo, cam, ambient=AMBIENT, diffuse=DIFFUSE,
+                            background=torch.from_numpy(backgrounds[idx]))
         images[idx] = (out["rgb"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
         elevation[idx], azimuth[idx] = cam.elevation.numpy(), cam.azimuth.numpy()
         if progress:
@@ -40,7 +55,8 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
     if progress:
         print(file=sys.stderr)
     return {"images": images, "colour": ci.astype(np.int64), "shape": si.astype(np.int64),
-            "elevation": elevation, "azimuth": azimuth, "resolution": np.int64(resolution), "seed": np.int64(seed)}
+            "elevation": elevation, "azimuth": azimuth, "background": backgrounds, "resolution": np.int64(resolution),
+            "seed": np.int64(seed), "white_fraction": np.float32(white_fraction)}
 
 
 def ground_truth_renders(prompts: Sequence[str], per_prompt: int, size: int, seed: int) -> torch.Tensor:

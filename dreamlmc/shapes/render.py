@@ -1,7 +1,7 @@
 """Ground-truth renders of the world by sphere tracing its analytic SDFs, with the NeRF renderer's shading."""
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +21,14 @@ def lambertian(albedo: torch.Tensor, normal: torch.Tensor, light_dir: torch.Tens
 @torch.no_grad()
 def render_shapes(shapes: List[str], albedos: torch.Tensor, cameras: CameraBatch, ambient: float = AMBIENT,
                   diffuse: float = DIFFUSE, supersample: int = 2, steps: int = 64, mode: str = "lambertian",
-                  background: Tuple[float, float, float] = BACKGROUND) -> Dict[str, torch.Tensor]:
+                  background: Union[Tuple[float, float, float], torch.Tensor] = BACKGROUND
+                  ) -> Dict[str, torch.Tensor]:
     """Ground-truth renders by sphere tracing the analytic SDFs.
 
     shapes: B names; albedos: (B, 3); cameras: B cameras at the output resolution (H, W). Rays are re-generated
     at `supersample` x the resolution and box-filtered down (anti-aliasing).
     Returns rgb (B, 3, H, W) in [0, 1], mask (B, 1, H, W) coverage in [0, 1], depth (B, 1, H, W) (0 on background).
-    mode: "lambertian" (the prior's data), "albedo" (flat colour) or "normal".
+    mode: "lambertian" (the prior's data), "albedo" (flat colour) or "normal". background: one RGB for all, or (B, 3).
     """
     B, H, W = len(shapes), cameras.height, cameras.width
     rays_o, rays_d = generate_rays(cameras.c2w, cameras.fovy, H * supersample, W * supersample)
@@ -67,7 +68,9 @@ def render_shapes(shapes: List[str], albedos: torch.Tensor, cameras: CameraBatch
         colour = 0.5 * (normal + 1)
     else:
         raise ValueError(mode)
-    bg = torch.tensor(background, dtype=p.dtype, device=p.device)
+    bg = torch.as_tensor(background, dtype=p.dtype).to(p.device)
+    if bg.dim() == 2:  # one colour per image (B, 3)
+        bg = bg[:, None, :]
     rgb = torch.where(hit[..., None], colour, bg)
     hs, ws = H * supersample, W * supersample
     rgb = rgb.reshape(B, hs, ws, 3).permute(0, 3, 1, 2)

@@ -45,6 +45,23 @@ def test_data_generator_is_deterministic():
     assert np.array_equal(a["images"], b["images"]) and not np.array_equal(a["images"], c["images"])
 
 
+def test_data_on_random_backgrounds_keeps_the_white_images_and_paints_the_rest():
+    from dreamlmc.shapes.data import make_dataset
+
+    white = make_dataset(1, 16, seed=5, progress=False)
+    mixed = make_dataset(1, 16, seed=5, progress=False, white_fraction=0.5)
+    on_white = (mixed["background"] == 1.0).all(axis=1)
+    assert 0 < on_white.sum() < len(on_white)  # both kinds present
+    assert np.array_equal(mixed["images"][on_white], white["images"][on_white])  # same cameras, same renders
+    assert (white["background"] == 1.0).all()
+    # a corner pixel (always background at this field of view) is the image's own colour
+    corner = mixed["images"][~on_white, 0, 0].astype(np.float32) / 255
+    assert np.abs(corner - mixed["background"][~on_white]).max() < 1 / 255 + 1e-6
+    assert not np.allclose(corner, 1.0, atol=0.05)
+    with pytest.raises(DreamlmcError, match="white_fraction"):
+        make_dataset(1, 16, seed=5, progress=False, white_fraction=1.5)
+
+
 @pytest.mark.parametrize("prompt,expected", [
     ("a red cube", ("red", "cube", None)), ("An  ORANGE   torus ", ("orange", "torus", None)),
     ("a blue sphere, side view", ("blue", "sphere", "side")), ("a cone", (None, "cone", None))])
