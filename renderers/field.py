@@ -47,7 +47,8 @@ class FieldConfig:
     progressive_start: Optional[int] = spec(None, ge=1, le=32)
     progressive_until: float = spec(0.5, ge=0.0, le=1.0)
     normal_eps: float = spec(0.01, gt=0.0, le=0.5)  # finite-difference step for normals (scene units)
-    background: Literal["white", "black", "random", "mlp"] = "white"  # random: a random solid colour per view
+    # random: a random solid colour per training view (white outside training: previews, turntables, evaluation)
+    background: Literal["white", "black", "random", "mlp"] = "white"
     background_hidden_dim: int = spec(16, ge=1, le=1024)
 
 
@@ -152,6 +153,8 @@ class NeRFField(nn.Module):
     def background(self, dirs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
         """dirs (B, H, W, 3) -> background colour (B, H, W, 3)."""
         kind = self.cfg.background
+        if kind == "random" and not self.training:
+            kind = "white"  # random colours are a training augmentation; previews and evaluation show white
         if kind == "white":
             return torch.ones_like(dirs)
         if kind == "black":

@@ -130,3 +130,13 @@ def test_sdf_density_has_finite_gradients_far_from_the_surface():
     d.sum().backward()
     assert torch.isfinite(d).all() and torch.isfinite(g.grad).all()
     assert float(d[0]) == pytest.approx(1.0 / 0.01) and float(d[-1]) == 0.0
+
+
+def test_random_background_is_per_view_in_training_and_white_otherwise():
+    f = NeRFField(FieldConfig(background="random"))
+    dirs = torch.randn(3, 4, 4, 3)
+    bg = f.train().background(dirs, torch.Generator().manual_seed(0))
+    assert bg.shape == dirs.shape
+    assert torch.allclose(bg, bg[:, :1, :1].expand_as(bg))  # one solid colour per view
+    assert not torch.allclose(bg[0], bg[1]) and not torch.allclose(bg, torch.ones_like(bg))
+    assert torch.equal(f.eval().background(dirs), torch.ones_like(dirs))  # previews and evaluation: white
