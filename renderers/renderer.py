@@ -80,7 +80,7 @@ class Renderer(nn.Module):
         def img(x):
             return x.reshape(B, H, W, -1).permute(0, 3, 1, 2)
 
-        result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]),
+        result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]), "background": img(bg),
                   "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"],
                   "eikonal": out["eikonal"]}
         if self.field.is_sdf and self.training and self.cfg.eikonal_points > 0:

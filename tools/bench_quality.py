@@ -79,7 +79,8 @@ def ceiling_trainer_cls():
             return {"loss": loss, "photometric": loss.detach()}
 
         def ceiling_background(self, out):
-            return (1.0, 1.0, 1.0)
+            # the colour each view was composited on (white, or a random solid colour per training view)
+            return out["background"][:, :, 0, 0].detach().cpu()
 
     return CeilingTrainer
 

@@ -140,3 +140,17 @@ def test_random_background_is_per_view_in_training_and_white_otherwise():
     assert torch.allclose(bg, bg[:, :1, :1].expand_as(bg))  # one solid colour per view
     assert not torch.allclose(bg[0], bg[1]) and not torch.allclose(bg, torch.ones_like(bg))
     assert torch.equal(f.eval().background(dirs), torch.ones_like(dirs))  # previews and evaluation: white
+
+
+def test_renders_report_the_background_they_were_composited_on():
+    torch.manual_seed(0)
+    cfg = RendererConfig()
+    cfg.field.geometry, cfg.field.background = "sdf", "random"
+    ren = Renderer(cfg).train()
+    cams = orbit_cameras(CameraConfig(), 2, 24, 24)
+    out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
+    bg = out["background"][:, :, 0, 0]  # (B, 3): one colour per view
+    assert out["background"].shape == out["rgb"].shape and not torch.allclose(bg[0], bg[1])
+    empty = out["opacity"][:, 0] < 1e-4  # the image corners: the sphere at init does not reach them
+    assert empty[:, 0, 0].all()
+    assert torch.allclose(out["rgb"][:, :, 0, 0], bg, atol=1e-3)  # what the ceiling's ground truth is drawn on
