@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
+from dreamlmc.io import atomic_write_text  # noqa: E402
 from tools.benchutil import machine, mean_se, table, world_classifier, write_json  # noqa: E402
 
 DEFAULT_PROMPTS = ["a red cube", "a blue sphere", "a green cylinder", "a yellow cone", "a purple torus",
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
                                 "wall_s": wall}, args.out)
     print(f"wrote {path}")
     if args.markdown:
-        Path(args.markdown).write_text(head + "\n\n" + table(shown, cols) + "\n")
+        atomic_write_text(Path(args.markdown), head + "\n\n" + table(shown, cols) + "\n")
     if args.figure:
         from dreamlmc.media import save_png
 

@@ -62,7 +62,9 @@ def _fmt(v) -> str:
 def write_json(name: str, data: Dict, out: Path = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))
+    from dreamlmc.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2))  # an interrupted benchmark never leaves half a file
     return path
 
 

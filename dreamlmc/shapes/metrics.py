@@ -135,6 +135,14 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     return float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
 
 
+def chamfer_floor(shape: str, n: int = 5000) -> float:
+    """What a perfect mesh scores in `chamfer` with n points a side: the ground truth against a second, independent
+    sampling of itself (about 0.025-0.035 at n = 5000: the nearest sample is never exactly on top)."""
+    a = np.asarray(surface_points_of_shape(shape, n, seed=0), np.float32)
+    b = np.asarray(surface_points_of_shape(shape, n, seed=1), np.float32)
+    return chamfer(a, b)
+
+
 def delta_e(rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
     """CIE76 ΔE between RGB colours in [0, 1] (..., 3), both read as sRGB."""
     from skimage.color import rgb2lab

@@ -91,3 +91,12 @@ def test_nearest_shape_and_hole():
     torus = lambda p: (world.sdf("torus", p) < 0).numpy()
     disc = lambda p: (world.sdf("cylinder", p / torch.tensor([1.5, 0.36, 1.5])) < 0).numpy()
     assert metrics.has_hole(torus) and not metrics.has_hole(disc)
+
+
+def test_chamfer_floor_is_what_a_perfect_mesh_scores():
+    from dreamlmc.shapes.metrics import chamfer, chamfer_floor, surface_points_of_shape
+
+    floor = chamfer_floor("cube")
+    assert 0.01 < floor < 0.05  # well above 0: the Chamfer bar (0.05) is measured against this
+    a = np.asarray(surface_points_of_shape("cube", 5000, seed=0), np.float32)
+    assert chamfer(a, a) == 0.0 and chamfer_floor("cube", n=20000) < floor / 1.5  # it falls as 1/sqrt(n)
