@@ -47,8 +47,11 @@ class FieldConfig:
     progressive_start: Optional[int] = spec(None, ge=1, le=32)
     progressive_until: float = spec(0.5, ge=0.0, le=1.0)
     normal_eps: float = spec(0.01, gt=0.0, le=0.5)  # finite-difference step for normals (scene units)
-    # random: a random solid colour per training view (white outside training: previews, turntables, evaluation)
-    background: Literal["white", "black", "random", "mlp"] = "white"
+    # random: a random solid colour per training view; grey: a random grey level in background_grey_range per
+    # training view (the built-in prior's other backgrounds); both are white outside training (previews, turntables,
+    # evaluation)
+    background: Literal["white", "black", "random", "grey", "mlp"] = "white"
+    background_grey_range: Tuple[float, float] = spec((0.35, 0.75), ge=0.0, le=1.0, ordered=True)
     background_hidden_dim: int = spec(16, ge=1, le=1024)
 
 
@@ -153,8 +156,8 @@ class NeRFField(nn.Module):
     def background(self, dirs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
         """dirs (B, H, W, 3) -> background colour (B, H, W, 3)."""
         kind = self.cfg.background
-        if kind == "random" and not self.training:
-            kind = "white"  # random colours are a training augmentation; previews and evaluation show white
+        if kind in ("random", "grey") and not self.training:
+            kind = "white"  # random backgrounds are a training augmentation; previews and evaluation show white
         if kind == "white":
             return torch.ones_like(dirs)
         if kind == "black":
@@ -162,6 +165,10 @@ class NeRFField(nn.Module):
         if kind == "random":
             colour = torch.rand(dirs.shape[0], 1, 1, 3, generator=generator).to(dirs)
             return colour.expand_as(dirs)
+        if kind == "grey":
+            lo, hi = self.cfg.background_grey_range
+            level = lo + (hi - lo) * torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
+            return level.expand_as(dirs)
         if kind == "mlp":
             return torch.sigmoid(self.background_mlp(dirs))
         raise ValueError(f"unknown background {kind!r}")

@@ -2,7 +2,7 @@
 
 Reproducible from --seed: the cameras come from dreamlmc's CameraSampler with that seed, so the data set's view
 distribution is exactly the trainer's. Images are lambertian-shaded with a light near the camera on white, or
-with --white-fraction < 1 that share on white and the rest on random solid colours (`background: random`).
+with --white-fraction < 1 that share on white and the rest on random solid greys (`background: grey`).
 
     python tools/make_shapes_data.py --out ~/.cache/dreamlmc/shapes32.npz --per-prompt 384 --resolution 32
 """
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--white-fraction", type=float, default=1.0,
-                    help="share of images on white; the rest on random solid colours (default 1: all white)")
+                    help="share of images on white; the rest on random solid greys (default 1: all white)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction)

@@ -34,7 +34,7 @@ def to_tensor(data, resolution):
 
 def train_classifier(resolution: int, epochs: int = 4, seed: int = 0, white_fraction: float = 1.0):
     """-> (net, held-out shape accuracy, held-out colour accuracy). white_fraction < 1: trained and checked on
-    images of which only that share are on white, the rest on random solid colours (a prior trained so)."""
+    images of which only that share are on white, the rest on random solid greys (a prior trained so)."""
     torch.manual_seed(seed)
     x, s, c = to_tensor(make_dataset(96, resolution, seed=1, progress=False, white_fraction=white_fraction),
                         resolution)

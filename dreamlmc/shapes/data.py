@@ -12,14 +12,15 @@ import torch
 from dreamlmc.cameras import CameraConfig, CameraSampler
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.shapes.render import render_shapes
-from dreamlmc.shapes.world import AMBIENT, COLOURS, DIFFUSE, SHAPES, parse_prompt
+from dreamlmc.shapes.world import AMBIENT, COLOURS, DIFFUSE, GREY_RANGE, SHAPES, parse_prompt
 
 
 def background_colours(n: int, white_fraction: float, seed: int) -> np.ndarray:
-    """(n, 3) solid background colours: white with probability white_fraction, else uniform RGB (what the
-    renderer's `background: random` draws), from their own seeded stream."""
+    """(n, 3) solid background colours: white with probability white_fraction, else a uniform grey in
+    world.GREY_RANGE (what the renderer's `background: grey` draws), from their own seeded stream."""
     rng = np.random.default_rng([seed, 1_000_003])
-    colours = rng.random((n, 3)).astype(np.float32)
+    lo, hi = GREY_RANGE
+    colours = np.repeat(lo + (hi - lo) * rng.random((n, 1)), 3, axis=1).astype(np.float32)
     colours[rng.random(n) < white_fraction] = 1.0
     return colours
 
@@ -27,7 +28,7 @@ def background_colours(n: int, white_fraction: float, seed: int) -> np.ndarray:
 def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, progress: bool = True,
                  white_fraction: float = 1.0) -> dict:
     """Returns uint8 images (N, R, R, 3) plus colour/shape indices, camera angles and background colours,
-    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid colours."""
+    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid greys."""
     if not 0.0 <= white_fraction <= 1.0:
         raise DreamlmcError(f"white_fraction must be in [0, 1], got {white_fraction}")
     cams = CameraSampler(CameraConfig(stratified=False), resolution, resolution, seed=seed)

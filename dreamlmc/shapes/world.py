@@ -26,6 +26,11 @@ COLOURS: Dict[str, Tuple[float, float, float]] = {
 }
 VIEWS: Tuple[str, ...] = ("front", "side", "back", "overhead")
 BACKGROUND = (1.0, 1.0, 1.0)
+# The other backgrounds a prior may be trained on: solid greys in this range, one per image. Greys (not any colour)
+# so that no object can vanish into a background of its own colour (a red cube on red is a red frame, and a field
+# that fills its bounding sphere scores well against it); this range keeps white (0.92) and black (0.1) objects
+# apart from every grey. The renderer's `background: grey` draws from the same range (a test keeps them equal).
+GREY_RANGE = (0.35, 0.75)
 # The light of the prior's data: a point light near the camera, Lambertian with these ambient and diffuse terms
 # (the renderer's defaults, renderers/shading.py; a test keeps the two equal)
 AMBIENT, DIFFUSE = 0.2, 0.8

@@ -141,6 +141,13 @@ def test_random_background_is_per_view_in_training_and_white_otherwise():
     assert not torch.allclose(bg[0], bg[1]) and not torch.allclose(bg, torch.ones_like(bg))
     assert torch.equal(f.eval().background(dirs), torch.ones_like(dirs))  # previews and evaluation: white
 
+    g = NeRFField(FieldConfig(background="grey", background_grey_range=(0.4, 0.6))).train()
+    bg = g.background(torch.randn(64, 2, 2, 3), torch.Generator().manual_seed(0))
+    level = bg[:, 0, 0]
+    assert torch.equal(level[:, 0], level[:, 1]) and torch.equal(level[:, 1], level[:, 2])  # grey
+    assert level.min() >= 0.4 and level.max() <= 0.6 and level.std() > 0.03
+    assert torch.equal(g.eval().background(dirs), torch.ones_like(dirs))
+
 
 def test_renders_report_the_background_they_were_composited_on():
     torch.manual_seed(0)

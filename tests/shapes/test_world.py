@@ -45,7 +45,7 @@ def test_data_generator_is_deterministic():
     assert np.array_equal(a["images"], b["images"]) and not np.array_equal(a["images"], c["images"])
 
 
-def test_data_on_random_backgrounds_keeps_the_white_images_and_paints_the_rest():
+def test_data_on_random_greys_keeps_the_white_images_and_paints_the_rest():
     from dreamlmc.shapes.data import make_dataset
 
     white = make_dataset(1, 16, seed=5, progress=False)
@@ -57,7 +57,9 @@ def test_data_on_random_backgrounds_keeps_the_white_images_and_paints_the_rest()
     # a corner pixel (always background at this field of view) is the image's own colour
     corner = mixed["images"][~on_white, 0, 0].astype(np.float32) / 255
     assert np.abs(corner - mixed["background"][~on_white]).max() < 1 / 255 + 1e-6
-    assert not np.allclose(corner, 1.0, atol=0.05)
+    lo, hi = world.GREY_RANGE  # greys: no object can vanish into a background of its own colour
+    assert (corner[:, 0] == corner[:, 1]).all() and (corner[:, 1] == corner[:, 2]).all()
+    assert corner.min() >= lo - 1 / 255 and corner.max() <= hi + 1 / 255
     with pytest.raises(DreamlmcError, match="white_fraction"):
         make_dataset(1, 16, seed=5, progress=False, white_fraction=1.5)
 
@@ -88,6 +90,9 @@ def test_the_worlds_lighting_is_the_renderers():
     a, n, l = (torch.rand(50, 3, generator=g) for _ in range(3))
     n, l = torch.nn.functional.normalize(n - 0.5, dim=-1), torch.nn.functional.normalize(l - 0.5, dim=-1)
     assert torch.equal(render.lambertian(a, n, l, 0.2, 0.8), lambertian(a, n, l, 0.2, 0.8))
+    from dreamlmc.renderers.field import FieldConfig
+
+    assert tuple(FieldConfig().background_grey_range) == world.GREY_RANGE  # the prior's greys are the renderer's
 
 
 def test_core_and_guidance_reach_the_world_only_through_the_builtin_backend():
