@@ -108,11 +108,10 @@ def ceiling_job(args) -> str:
 
 def effective_scale(scale: float, overrides: List[str]) -> float:
     """The guidance scale a run trains at: an override `guidance.guidance_scale=...` wins over --scales (it comes
-    after the --guidance-scale flag in the run's arguments)."""
-    for o in reversed(overrides):
-        if o.replace(" ", "").startswith("guidance.guidance_scale="):
-            return float(o.split("=", 1)[1])
-    return scale
+    after the --guidance-scale flag in the run's arguments), resolved by the config system as `train` does."""
+    from dreamlmc.trainer import resolve_config
+
+    return resolve_config([], [f"guidance.guidance_scale={scale}"] + list(overrides)).guidance.guidance_scale
 
 
 def train_argv(job: Dict, steps: int) -> List[str]:
@@ -343,7 +342,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(tiles, 0)).save(args.out / "grid.png")
     info = machine()
-    floor = float(np.mean([metrics.chamfer_floor(metrics.world.parse_prompt(p)["shape"]) for p in prompts]))
+    shapes = [metrics.world.parse_prompt(p)["shape"] for p in prompts]
+    floors = {sh: metrics.chamfer_floor(sh) for sh in set(shapes)}  # once per shape (the cube appears twice)
+    floor = float(np.mean([floors[sh] for sh in shapes]))
     show = [dict(r, **{m: fmt_pm(r, m, 1 if m in ("delta_e", "seconds") else 3) for m in METRICS}) for r in rows]
     md = [f"Built-in prior {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds "
           f"{seeds}, prompts: {', '.join(prompts)}. Overrides: {' '.join(ov) or '(none: the default preset)'}.",

@@ -65,8 +65,7 @@ def summarise(cell: Dict, base: Optional[Dict]) -> Dict:
             d, se = mean_se(diffs)
             row["ΔIoU vs base (paired)"] = f"{d:+.3f} ± {se:.3f}"
             row["delta_iou"], row["delta_iou_se"] = d, se
-            row["verdict"] = ("better" if d > 2 * se else "worse" if d < -2 * se else
-                              "within 2 SE")
+            row["verdict"] = "better" if d > 2 * se else "worse" if d < -2 * se else "within 2 SE"
     return row
 
 
@@ -96,8 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     prompts = args.prompts or sorted({k[0] for c in cells for k in c["runs"]})
     atomic_write_text(
-        args.out / "results.md", f"# {args.title}\n\nPrompts: {', '.join(prompts)}; ± = standard error over runs (prompt × seed); "
-        f"ΔIoU paired by (prompt, seed) against `{args.base}`; 'better'/'worse' when the paired difference is more "
+        args.out / "results.md", f"# {args.title}\n\nPrompts: {', '.join(prompts)}; ± = standard error over runs "
+        f"(prompt × seed); ΔIoU paired by (prompt, seed) against `{args.base}`; 'better'/'worse' when the paired difference is more "
         f"than 2 SE from 0.\n\n{md}\n")
     write_json("lmc_sweep", {"base": args.base, "chosen": args.chosen, "prompts": prompts,
                              "cells": [{"label": c["label"], "source": c["path"], "overrides": c["overrides"]}
