@@ -74,6 +74,24 @@ def save_grid(images: torch.Tensor, rows: int, path: Path) -> None:
     Image.fromarray(arr).resize((cols * w * 3, rows * h * 3), Image.NEAREST).save(path)
 
 
+def _training_command(workdir: Path) -> str:
+    """The commands that reproduce a workdir's weights (a fine-tune names its start, data and learning rate)."""
+    init, data = (workdir / "init.json", workdir / "data.json")
+    if not init.exists():
+        return "python tools/make_shapes_data.py && python tools/train_prior.py"
+    init, data = json.loads(init.read_text()), (json.loads(data.read_text()) if data.exists() else {})
+    make = "python tools/make_shapes_data.py"
+    if data.get("white_fraction", 1.0) < 1.0:
+        make += f" --white-fraction {data['white_fraction']:g} --out DATA"
+    train = f"python tools/train_prior.py --init-weights {init['weights']}"
+    if "white_fraction" in data and data["white_fraction"] < 1.0:
+        train += " --data DATA"
+    for key in ("lr", "warmup"):
+        if key in data:
+            train += f" --{key} {data[key]:g}"
+    return f"{make} && {train}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path.home() / ".cache/dreamlmc/shapes32.npz")
@@ -154,7 +172,7 @@ def main(argv=None) -> int:
     if args.export:
         from dreamlmc.shapes.prior import TOKENS
 
-        card = {"training_command": "python tools/make_shapes_data.py && python tools/train_prior.py",
+        card = {"training_command": _training_command(args.workdir),
                 "vocabulary": list(TOKENS), "prompt_grammar": "a|an {colour} {shape}[, {view} view]",
                 "data_seed": args.seed, "steps": step, "batch_size": args.batch_size,
                 "lr_segments": _lr_segments(args.workdir, step),
@@ -172,7 +190,8 @@ def main(argv=None) -> int:
     with np.load(args.data) as d:
         white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
     (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
-                                                        "seed": data_seed, "white_fraction": white}))
+                                                        "seed": data_seed, "white_fraction": white,
+                                                        "lr": args.lr, "warmup": args.warmup}))
     sched = make_scheduler(net.cfg)
     alphas_cumprod = sched.alphas_cumprod.float()
     snr = alphas_cumprod / (1 - alphas_cumprod)

@@ -27,6 +27,9 @@ def test_fine_tune_starts_from_the_shipped_weights_at_their_step_and_records_it(
     assert card["steps"] == 9  # 7 shipped + 2 fine-tuning steps
     assert card["fine_tuned_from"]["steps"] == 7 and card["fine_tuned_from"]["weights"] == str(weights)
     assert card["data"]["white_fraction"] == 0.5 and card["data"]["images"] == 48
+    assert card["training_command"] == ("python tools/make_shapes_data.py --white-fraction 0.5 --out DATA && "
+                                        f"python tools/train_prior.py --init-weights {weights} --data DATA "
+                                        "--lr 0.001 --warmup 1")
     # the EMA moved away from the start, but only a little after two steps (it started at the shipped weights)
     a, b = start.state_dict(), tuned.state_dict()
     diffs = [float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point()]
