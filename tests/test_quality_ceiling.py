@@ -58,3 +58,19 @@ def test_a_scale_override_names_the_scale_the_runs_train_at():
 
     args = build_parser().parse_args(["train", "--out", "x"] + train_argv(job, 10))
     assert resolve_config([], _train_overrides(args) + list(args.overrides)).guidance.guidance_scale == 7.5
+
+
+def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
+    from dreamlmc.guidance.backends.builtin import default_weights
+    from tools.bench_quality import main, prior_info
+
+    shipped = prior_info()
+    assert shipped["weights"] == "builtin" and shipped["fingerprint"]
+    other = tmp_path / "tuned.safetensors"
+    other.write_bytes(default_weights().read_bytes())
+    other.with_suffix(".json").write_bytes(default_weights().with_suffix(".json").read_bytes())  # its card
+    assert prior_info(str(other))["weights"] == str(other)
+    # a diffusers model has no ground-truth world: one line and exit 2, before any run starts
+    assert main(["--prompts", "a red cube", "--seeds", "0", "--workdir", str(tmp_path / "w"), "--out",
+                 str(tmp_path / "o"), "model=some/hub-model"]) == 2
+    assert "not a built-in prior" in capsys.readouterr().err and not (tmp_path / "w").exists()

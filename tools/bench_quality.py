@@ -27,7 +27,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -166,11 +166,17 @@ def cached_evaluation(run: Path, evaluate) -> Dict:
     return result
 
 
-def prior_info() -> Dict:
+def prior_info(model: str = "builtin") -> Optional[Dict]:
+    """The built-in prior's weights the runs use: the shipped ones or a `model=<path>.safetensors` override
+    (None: the model is not a built-in prior, whose world the benchmark scores against)."""
+    from dreamlmc.guidance.backends import is_builtin
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
 
-    be = BuiltinBackend()
-    return {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps")}
+    if not is_builtin(model):
+        return None
+    be = BuiltinBackend(None if model == "builtin" else model)
+    return {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps"),
+            "weights": "builtin" if model == "builtin" else str(be.weights)}
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -253,7 +259,12 @@ def main(argv=None) -> int:
                                             "fixed_eps": False, "eps_seed": 0, "overrides": ov}
                                            for i in range(args.diversity_seeds)]
     all_jobs = list({run_name(j): j for j in jobs + sum(div_jobs.values(), [])}.values())
-    prior = prior_info()
+    model = resolve_config([], ov).model
+    prior = prior_info(model)
+    if prior is None:
+        print(f"error: bench_quality scores against the built-in prior's world; model={model} "
+              "is not a built-in prior (builtin or a *.safetensors of it)", file=sys.stderr)
+        return 2
     if args.workdir is None:
         args.workdir = Path.home() / ".cache/dreamlmc/bench_quality" / prior["fingerprint"]
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -346,7 +357,8 @@ def main(argv=None) -> int:
     floors = {sh: metrics.chamfer_floor(sh) for sh in set(shapes)}  # once per shape (the cube appears twice)
     floor = float(np.mean([floors[sh] for sh in shapes]))
     show = [dict(r, **{m: fmt_pm(r, m, 1 if m in ("delta_e", "seconds") else 3) for m in METRICS}) for r in rows]
-    md = [f"Built-in prior {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds "
+    weights = "Built-in prior" if prior["weights"] == "builtin" else f"Prior weights {prior['weights']}:"
+    md = [f"{weights} {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds "
           f"{seeds}, prompts: {', '.join(prompts)}. Overrides: {' '.join(ov) or '(none: the default preset)'}.",
           f"Machine: {info['cpu']}, {info['cores']} cores; {args.workers} runs in parallel, one thread each; "
           f"wall time {time.time() - t0:.0f} s ({t_train:.0f} s of it training; runs already in --workdir are "
