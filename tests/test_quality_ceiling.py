@@ -60,6 +60,16 @@ def test_a_scale_override_names_the_scale_the_runs_train_at():
     assert resolve_config([], _train_overrides(args) + list(args.overrides)).guidance.guidance_scale == 7.5
 
 
+def test_rows_train_at_their_effective_scale_once():
+    from tools.bench_quality import guided_methods
+
+    assert guided_methods(["lmc-sds", "sds"], None, []) == [("lmc-sds", 20.0), ("sds", 20.0), ("sds", 7.5)]
+    # SDS's two default scales collapse into one row when an override sets the scale (they used to train twice)
+    assert guided_methods(["lmc-sds", "sds"], None, ["guidance.guidance_scale=7.5"]) == [("lmc-sds", 7.5),
+                                                                                         ("sds", 7.5)]
+    assert guided_methods(["sds"], [3.0, 7.5, 3.0], []) == [("sds", 3.0), ("sds", 7.5)]
+
+
 def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     from dreamlmc.guidance.backends.builtin import default_weights
     from tools.bench_quality import main, prior_info

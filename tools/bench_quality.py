@@ -114,6 +114,13 @@ def effective_scale(scale: float, overrides: List[str]) -> float:
     return resolve_config([], [f"guidance.guidance_scale={scale}"] + list(overrides)).guidance.guidance_scale
 
 
+def guided_methods(kinds: Sequence[str], scales: Optional[Sequence[float]], overrides: List[str]) -> List[tuple]:
+    """(kind, scale) per table row, at the scale its runs train at (an override wins over --scales), each once: two
+    nominal scales that an override sets to the same value would otherwise train the same runs twice."""
+    return list(dict.fromkeys((k, effective_scale(s, overrides)) for k in kinds
+                              for s in (scales or ([20.0, 7.5] if k == "sds" else [20.0]))))
+
+
 def train_argv(job: Dict, steps: int) -> List[str]:
     """The `dreamlmc train` arguments of a guided run (without --out)."""
     argv = ["--prompt", job["prompt"], "--guidance", job["kind"], "--guidance-scale", str(job["scale"]), "--seed",
@@ -246,7 +253,7 @@ def main(argv=None) -> int:
     elif args.quick:
         methods = [("lmc-sds", 20.0)]
     else:
-        methods = [(k, s) for k in args.kinds for s in (args.scales or ([20.0, 7.5] if k == "sds" else [20.0]))]
+        methods = guided_methods(args.kinds, args.scales, ov)
     fixed = resolve_config([], ov).guidance.fixed_eps  # the main runs use the config's noise (default: fresh ε)
     jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": fixed, "eps_seed": 0, "overrides": ov}
             for k, s in methods for p in prompts for sd in seeds]
@@ -304,7 +311,7 @@ def main(argv=None) -> int:
     rows, prompt_rows = [], []
     for k, s in methods:
         sel = [r for r in per_run.values() if r["kind"] == k and r["scale"] == s]
-        label = f"{args.label} {k}".strip() + (f" s={effective_scale(s, ov):g}" if s is not None else "")
+        label = f"{args.label} {k}".strip() + (f" s={s:g}" if s is not None else "")
         rows.append(dict({"method": label}, **aggregate(sel, seeds)))
         for p in prompts:
             ps = [r for r in sel if r["prompt"] == p]
