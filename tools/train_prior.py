@@ -81,10 +81,9 @@ def _training_command(workdir: Path) -> str:
         return "python tools/make_shapes_data.py && python tools/train_prior.py"
     init, data = json.loads(init.read_text()), (json.loads(data.read_text()) if data.exists() else {})
     make = "python tools/make_shapes_data.py"
-    if data.get("white_fraction", 1.0) < 1.0:
-        make += f" --white-fraction {data['white_fraction']:g} --out DATA"
     train = f"python tools/train_prior.py --init-weights {init['weights']}"
-    if "white_fraction" in data and data["white_fraction"] < 1.0:
+    if data.get("white_fraction", 1.0) < 1.0:  # data other than the default file's
+        make += f" --white-fraction {data['white_fraction']:g} --out DATA"
         train += " --data DATA"
     for key in ("lr", "warmup"):
         if key in data:
