@@ -246,15 +246,16 @@ def main(argv=None) -> int:
 
     prompts = args.prompts or (QUICK_PROMPTS if args.quick else DEFAULT_PROMPTS)
     seeds = [0] if args.quick else args.seeds
-    steps = args.steps or resolve_config([], list(args.overrides)).steps
     ov = list(args.overrides)
+    preset = resolve_config([], ov)  # what every run starts from: steps, noise and model come from it
+    steps = args.steps or preset.steps
     if args.ceiling:
         methods = [("ceiling", None)]
     elif args.quick:
         methods = [("lmc-sds", 20.0)]
     else:
         methods = guided_methods(args.kinds, args.scales, ov)
-    fixed = resolve_config([], ov).guidance.fixed_eps  # the main runs use the config's noise (default: fresh ε)
+    fixed = preset.guidance.fixed_eps  # the main runs use the config's noise (default: fresh ε)
     jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": fixed, "eps_seed": 0, "overrides": ov}
             for k, s in methods for p in prompts for sd in seeds]
     div_jobs = {}
@@ -266,7 +267,7 @@ def main(argv=None) -> int:
                                             "fixed_eps": False, "eps_seed": 0, "overrides": ov}
                                            for i in range(args.diversity_seeds)]
     all_jobs = list({run_name(j): j for j in jobs + sum(div_jobs.values(), [])}.values())
-    model = resolve_config([], ov).model
+    model = preset.model
     prior = prior_info(model)
     if prior is None:
         print(f"error: bench_quality scores against the built-in prior's world; model={model} "
