@@ -186,6 +186,8 @@ class Trainer:
             loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * out["sparsity"]
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
+        if cfg.renderer.smooth_weight > 0:
+            loss = loss + cfg.renderer.smooth_weight * out["smoothness"]
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
@@ -206,7 +208,7 @@ class Trainer:
         g = {k: v.detach() for k, v in g.items()}
         rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
-               "eikonal": float(out["eikonal"].detach()),
+               "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
         self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0

@@ -40,6 +40,12 @@ class RendererConfig:
     # points of the box per training render (keeps the sdf a distance away from the surface too)
     eikonal_weight: float = spec(0.1, ge=0.0)
     eikonal_points: int = spec(1024, ge=0, le=1_000_000)
+    # weight of a normal-smoothness term: 1 − cos between the normal at up to smooth_points surface samples
+    # (weight above normal_weight_threshold) and at a point smooth_radius away from each (threestudio's 3D normal
+    # smoothness); 0 disables. Against pitted surfaces.
+    smooth_weight: float = spec(0.0, ge=0.0)
+    smooth_points: int = spec(512, ge=1, le=1_000_000)
+    smooth_radius: float = spec(0.02, gt=0.0, le=1.0)
 
 
 class Renderer(nn.Module):
@@ -82,7 +88,7 @@ class Renderer(nn.Module):
 
         result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]), "background": img(bg),
                   "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"],
-                  "eikonal": out["eikonal"]}
+                  "eikonal": out["eikonal"], "smoothness": out["smoothness"]}
         if self.field.is_sdf and self.training and self.cfg.eikonal_points > 0:
             b = self.cfg.field.bound
             pts = (torch.rand(self.cfg.eikonal_points, 3, generator=generator) * 2 - 1).to(rays_o) * b
@@ -116,6 +122,7 @@ class Renderer(nn.Module):
         need_normals = modes != ("albedo",) or (cfg.orientation_weight > 0 and self.training)
         orientation = torch.zeros((), device=pts.device)
         eik = torch.zeros((), device=pts.device)
+        smooth = torch.zeros((), device=pts.device)
         out = {}
         if need_normals:
             nsel = (weights.detach() > cfg.normal_weight_threshold).nonzero(as_tuple=True)
@@ -127,6 +134,8 @@ class Renderer(nn.Module):
                 else:
                     n_sel = self.field.normals(pts[nsel])
                 normals = normals.index_put(nsel, n_sel)
+                if cfg.smooth_weight > 0 and self.training:
+                    smooth = self._smoothness(pts[nsel], n_sel, generator)
             # DreamFusion's orientation loss: normals facing away from the camera, weighted by (detached) weights
             facing = (normals * rays_d[:, None, :]).sum(-1).clamp(min=0)
             orientation = (weights.detach() * facing ** 2).sum(-1).mean()
@@ -138,10 +147,21 @@ class Renderer(nn.Module):
         out["rgb"] = accumulate(weights, colours[0])
         for m, c in zip(modes[1:], colours[1:]):
             out["rgb_" + m] = accumulate(weights, c)
-        out.update(opacity=opacity, depth=depth, orientation=orientation, eikonal=eik,
+        out.update(opacity=opacity, depth=depth, orientation=orientation, eikonal=eik, smoothness=smooth,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
                    points=torch.tensor(float(n_points)))
         return out
+
+    def _smoothness(self, surface_pts, normals, generator=None) -> torch.Tensor:
+        """Mean 1 − cos(n(p), n(p + δ)) over up to smooth_points of the surface samples, δ ~ N(0, smooth_radius²)."""
+        cfg = self.cfg
+        n = surface_pts.shape[0]
+        if n > cfg.smooth_points:
+            idx = torch.randperm(n, generator=generator)[:cfg.smooth_points].to(surface_pts.device)
+            surface_pts, normals = surface_pts[idx], normals[idx]
+        jitter = torch.randn(surface_pts.shape, generator=generator).to(surface_pts) * cfg.smooth_radius
+        moved = self.field.normals(surface_pts.detach() + jitter)
+        return (1.0 - (normals * moved).sum(-1)).mean()
 
     def _march(self, pts, delta, valid):
         """Evaluate the field at valid samples, front to back in cfg.march_chunks chunks of samples; a ray whose

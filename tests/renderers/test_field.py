@@ -161,3 +161,24 @@ def test_renders_report_the_background_they_were_composited_on():
     empty = out["opacity"][:, 0] < 1e-4  # the image corners: the sphere at init does not reach them
     assert empty[:, 0, 0].all()
     assert torch.allclose(out["rgb"][:, :, 0, 0], bg, atol=1e-3)  # what the ceiling's ground truth is drawn on
+
+
+def test_normal_smoothness_is_near_zero_on_the_sphere_and_penalises_bumps_with_gradients():
+    torch.manual_seed(0)
+    cfg = RendererConfig(smooth_weight=1.0, smooth_points=256, smooth_radius=0.02)
+    cfg.field.geometry = "sdf"
+    ren = Renderer(cfg)
+    cams = orbit_cameras(CameraConfig(), 1, 24, 24)
+    smooth = float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"])
+    assert 0.0 <= smooth < 0.01  # the initial sphere (r = 0.5): neighbouring normals agree
+    with torch.no_grad():  # bumps: large random hash-grid features read by a non-zero output layer
+        for p in ren.field.encoding.parameters():
+            p.normal_(0.0, 0.5)
+        for p in ren.field.mlp.parameters():
+            p.normal_(0.0, 0.1)
+    out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
+    assert float(out["smoothness"]) > 5 * max(smooth, 1e-3)
+    out["smoothness"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.encoding.parameters())
+    ren.eval()  # evaluation renders do not compute it
+    assert float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"]) == 0.0
