@@ -65,13 +65,40 @@ def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: i
     return {"x": torch.cat(xs), "prompts": names}
 
 
+PROMPTS_FILE = "prompts.json"  # optional in an image folder: {"file name": "its prompt"}; missing names get ""
+
+
+def folder_prompts(folder: Path) -> List[str]:
+    """The prompt of every image of a folder (in load_image_folder's order) from its prompts.json, "" without one."""
+    import json
+
+    from dreamlmc.image import IMAGE_SUFFIXES
+
+    files = sorted(f.name for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    path = Path(folder) / PROMPTS_FILE
+    if not path.is_file():
+        return [""] * len(files)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DreamlmcError(f"{path} is not readable JSON ({e})")
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise DreamlmcError(f"{path} must map image file names to prompt strings")
+    return [table.get(name, "") for name in files]
+
+
 def folder_pool(backend: DiffusionBackend, folder: Path) -> Dict:
+    """Clean x of every image in a folder, with the prompts of its prompts.json (x_hat is the prompt-conditional
+    denoiser's, as in the guidance; "" where an image has none)."""
     from dreamlmc.image import load_image_folder
 
     imgs = load_image_folder(str(folder), backend.image_resolution)
+    prompts = folder_prompts(folder)
+    for p in set(prompts) - {""}:
+        backend.check_prompt(p)
     with torch.no_grad():
         xs = [backend.encode_images(imgs[i:i + 16].to(backend.device)).float().cpu() for i in range(0, len(imgs), 16)]
-    return {"x": torch.cat(xs), "prompts": [""] * len(imgs)}
+    return {"x": torch.cat(xs), "prompts": prompts}
 
 
 def resume_path(out: Path) -> Path:

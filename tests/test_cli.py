@@ -239,3 +239,27 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
         assert any(not torch.equal(a, b) for a, b in zip(before, tr.renderer.parameters()))
     finally:
         tr.guidance.__class__.__call__ = real
+
+
+def test_render_views_writes_the_runs_renders_and_their_prompts_for_k_psi(finished_run, tmp_path, capsys):
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT))
+    from tools.render_views import main as render_views
+
+    out = tmp_path / "renders"
+    assert render_views([str(finished_run), "--out", str(out), "--views", "3"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3 and all(Image.open(p).size == (16, 16) for p in pngs)  # the run's training size
+    table = json.loads((out / "prompts.json").read_text())
+    assert sorted(table) == [p.name for p in pngs]
+    assert all(v.startswith("a red cube, ") and v.endswith(" view") for v in table.values())
+    img = np.asarray(Image.open(pngs[0])).astype(float)
+    assert img[0, 0].min() > 250 and img.min() < 200  # white background around a rendered object
+    from dreamlmc.guidance.backends import load_backend
+    from dreamlmc.guidance.corrective_train import folder_pool
+
+    pool = folder_pool(load_backend("builtin"), out)
+    assert pool["prompts"] == [table[p.name] for p in pngs] and pool["x"].shape == (3, 3, 32, 32)
+    assert render_views([str(tmp_path), "--out", str(out)]) == 2  # not a run: one line, exit 2
+    assert "not a run folder" in capsys.readouterr().err

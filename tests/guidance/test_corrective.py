@@ -77,3 +77,21 @@ def test_training_from_a_folder_of_images(tiny_if, tmp_path):
     (folder / "bad.png").write_bytes(b"no png")
     with pytest.raises(DreamlmcError, match="bad.png: not a readable image"):
         train_corrective(tiny_if, tmp_path / "k2.safetensors", images=folder, steps=2, progress=False)
+
+
+def test_an_image_folders_prompts_json_gives_each_image_its_prompt(tmp_path):
+    from PIL import Image
+
+    from dreamlmc.guidance.corrective_train import folder_prompts
+
+    for name in ("b.png", "a.png"):
+        Image.new("RGB", (8, 8), "white").save(tmp_path / name)
+    assert folder_prompts(tmp_path) == ["", ""]  # no prompts.json: unconditional
+    (tmp_path / "prompts.json").write_text('{"b.png": "a red cube, front view"}')
+    assert folder_prompts(tmp_path) == ["", "a red cube, front view"]  # in the folder's (sorted) order
+    (tmp_path / "prompts.json").write_text('["not", "a", "map"]')
+    with pytest.raises(DreamlmcError, match="must map image file names"):
+        folder_prompts(tmp_path)
+    (tmp_path / "prompts.json").write_text('{broken')
+    with pytest.raises(DreamlmcError, match="not readable JSON"):
+        folder_prompts(tmp_path)
