@@ -95,3 +95,19 @@ def test_an_image_folders_prompts_json_gives_each_image_its_prompt(tmp_path):
     (tmp_path / "prompts.json").write_text('{broken')
     with pytest.raises(DreamlmcError, match="not readable JSON"):
         folder_prompts(tmp_path)
+
+
+def test_bench_corrective_scores_the_shipped_k_psi_below_the_identity(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tools.bench_corrective import main as bench
+
+    out = tmp_path / "c.json"
+    assert bench(["--corrective", "shipped=builtin", "--prompts", "a red cube", "a purple torus", "--per-prompt", "2",
+                  "--draws", "2", "--out", str(out)]) == 0
+    losses = json.loads(out.read_text())["losses"]["prior samples"]
+    assert losses["shipped"] < 0.8 * losses["identity"]  # k_psi reproduces the denoiser's blur better than x itself
+    assert bench(["--corrective", "shipped"]) == 2 and "NAME=PATH" in capsys.readouterr().err
