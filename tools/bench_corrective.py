@@ -38,7 +38,7 @@ def load_any(spec: str, backend):
         state = load_state(Path(path))
         net_state = state["net"]
         hidden = net_state["inp.bias"].shape[0]
-        layers = 1 + len({k.split(".")[1] for k in net_state if k.startswith("mid.")})
+        layers = 2 + len({k.split(".")[1] for k in net_state if k.startswith("mid.")})  # in, mid..., out
         net = Corrective(channels=backend.latent_shape[0], hidden=hidden, layers=layers)
         net.load_state_dict(net_state)
         return name, net.eval(), f"checkpoint at step {int(state['step'])}, hidden {hidden}, {layers} layers"
