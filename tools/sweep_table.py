@@ -40,7 +40,21 @@ def load_cell(spec: str, prompts: Optional[Sequence[str]]) -> Dict:
         runs[(run["prompt"], run["seed"])] = run
     if not runs:
         raise SystemExit(f"sweep_table: no runs in {path} for kind={kind} prompts={prompts}")
-    return {"label": label, "runs": runs, "overrides": data.get("overrides", []), "path": path}
+    return {"label": label, "runs": runs, "overrides": data.get("overrides", []), "path": path,
+            "file_runs": len(data["runs"]), "file_wall_s": data.get("wall_s")}
+
+
+def compute(cells: Sequence[Dict]) -> Dict:
+    """What the table cost: runs, their training seconds summed (one thread per run: ≈ CPU time), and wall time (each
+    source file's bench_quality wall time, in the share of its runs that the table uses)."""
+    cpu = sum(r.get("seconds") or 0.0 for c in cells for r in c["runs"].values())
+    used: Dict[str, set] = {}
+    for c in cells:
+        used.setdefault(c["path"], set()).update((k, r.get("kind")) for k, r in c["runs"].items())
+    files = {c["path"]: c for c in cells}
+    wall = sum((files[p]["file_wall_s"] or 0.0) * len(keys) / max(1, files[p]["file_runs"])
+               for p, keys in used.items())
+    return {"runs": sum(len(c["runs"]) for c in cells), "cpu_s": cpu, "wall_s": wall}
 
 
 def summarise(cell: Dict, base: Optional[Dict]) -> Dict:
@@ -94,13 +108,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     prompts = args.prompts or sorted({k[0] for c in cells for k in c["runs"]})
+    cost = compute(cells)
+    cost_line = (f"Compute: {cost['runs']} runs, {cost['cpu_s'] / 3600:.1f} h of training on one thread each (≈ CPU "
+                 f"time), {cost['wall_s'] / 3600:.1f} h of wall time (bench_quality, 2 runs in parallel).")
+    print(cost_line)
     atomic_write_text(
         args.out / "results.md", f"# {args.title}\n\nPrompts: {', '.join(prompts)}; ± = standard error over runs "
         f"(prompt × seed); ΔIoU paired by (prompt, seed) against `{args.base}`; 'better'/'worse' when the paired difference is more "
-        f"than 2 SE from 0.\n\n{md}\n")
+        f"than 2 SE from 0.\n\n{md}\n\n{cost_line}\n")
     write_json("lmc_sweep", {"base": args.base, "chosen": args.chosen, "prompts": prompts,
                              "cells": [{"label": c["label"], "source": c["path"], "overrides": c["overrides"]}
-                                       for c in cells], "rows": rows}, args.out / "results.json")
+                                       for c in cells], "rows": rows, "compute": cost}, args.out / "results.json")
     return 0
 
 
