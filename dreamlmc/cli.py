@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="corrective_command", metavar="ACTION", parser_class=_Parser)
     c = csub.add_parser("train", help="train k_psi for a prior")
     c.add_argument("--model", help="default builtin")
-    c.add_argument("--images", help="folder of clean images, their prompts in its prompts.json if it has one (default: the prior's own samples)")
+    c.add_argument("--images", help="folder of clean images, their prompts in its prompts.json if it has one "
+                                    "(default: the prior's own samples)")
     c.add_argument("--prompts", nargs="*", default=None, help="prompts to sample (default for builtin: all 48)")
     c.add_argument("--out", required=True, help="k_psi .safetensors (a .json card is written beside it)")
     c.add_argument("--steps", type=int, help="default 1500")

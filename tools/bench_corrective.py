@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     print(table(rows, list(rows[0])))
     write_json("corrective", {"machine": machine(), "pools": {k: len(v["x"]) for k, v in pools.items()},
                           "draws": args.draws, "seed": args.seed, "notes": notes, "losses": losses,
-                          "renders": str(args.renders) if args.renders else None, "seconds": time.time() - t0}, out=args.out)
+                          "renders": str(args.renders) if args.renders else None, "seconds": time.time() - t0},
+               out=args.out)
     print(f"wrote {args.out}")
     return 0
 
