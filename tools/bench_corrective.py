@@ -32,6 +32,8 @@ def load_any(spec: str, backend):
         raise DreamlmcError(f"--corrective takes NAME=PATH, got {spec!r}")
     if path == "builtin":
         path = backend.default_corrective()
+        if path is None:
+            raise DreamlmcError("no shipped k_psi in this installation (assets/builtin_corrective.safetensors)")
     if path.endswith(".ckpt.safetensors"):
         from dreamlmc.checkpoint import load_state
 
@@ -82,6 +84,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="seed of the prior samples and of t, ε (training used 0)")
     ap.add_argument("--out", type=Path, default=RESULTS / "corrective.json")
     args = ap.parse_args(argv)
+    if args.draws < 1 or args.per_prompt < 1:
+        print("bench_corrective: --draws and --per-prompt must be >= 1", file=sys.stderr)
+        return 2
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.corrective_train import folder_pool, sample_pool
 
