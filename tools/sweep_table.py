@@ -110,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     prompts = args.prompts or sorted({k[0] for c in cells for k in c["runs"]})
     cost = compute(cells)
     cost_line = (f"Compute: {cost['runs']} runs, {cost['cpu_s'] / 3600:.1f} h of training on one thread each (≈ CPU "
-                 f"time), {cost['wall_s'] / 3600:.1f} h of wall time (bench_quality, 2 runs in parallel).")
+                 f"time), {cost['wall_s'] / 3600:.1f} h of wall time (the cells' bench_quality wall times).")
     print(cost_line)
     atomic_write_text(
         args.out / "results.md", f"# {args.title}\n\nPrompts: {', '.join(prompts)}; ± = standard error over runs "
