@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import List, Literal, Optional
 
 import numpy as np
 import torch
@@ -51,12 +51,17 @@ def load_image(path: str, size: int, flag: str = "--init") -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
 
 
+def image_files(folder: Path) -> List[Path]:
+    """The images of a folder, sorted by name (the order of load_image_folder)."""
+    return sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_image_folder(folder: str, size: int, flag: str = "--images") -> torch.Tensor:
     """Every image in a folder (sorted by name) -> (N, 3, size, size) in [0, 1]."""
     p = Path(folder)
     if not p.is_dir():
         raise DreamlmcError(f"{flag} {folder} is not a folder")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(p)
     if not files:
         raise DreamlmcError(f"{flag} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return torch.cat([load_image(str(f), size, flag) for f in files])

@@ -149,26 +149,43 @@ def variations(presets: List[Dict], overrides: Sequence[str], count: int, out: P
     return out
 
 
+def run_config(run: Path):
+    """The TrainConfig of a finished (or stopped) run folder that has a checkpoint."""
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import resolve_config
+
+    run = Path(run)
+    if not (run / "config.yaml").exists() or not (run / "checkpoints" / "last.safetensors").exists():
+        raise DreamlmcError(f"{run} is not a run folder of dreamlmc with a checkpoint (config.yaml, "
+                            "checkpoints/last.safetensors)")
+    return resolve_config([load_yaml(run / "config.yaml")], [])
+
+
+def load_trainer(run: Path, cfg=None, backend=None):
+    """A Trainer at a run's last checkpoint (to export, render or inspect it). backend: one already loaded."""
+    from dreamlmc.trainer import Trainer
+
+    run = Path(run)
+    trainer = Trainer(cfg or run_config(run), run, backend=backend, progress=False, log=lambda s: None)
+    trainer.load_checkpoint()
+    return trainer
+
+
 def export(run: Path, fmt: Optional[str] = None, resolution: Optional[int] = None, texture: bool = False,
            threshold=None, out: Optional[Path] = None) -> Path:
     """Re-export a run's mesh from its checkpoint (another format, resolution, a baked texture, an iso-level)."""
     from dataclasses import replace
 
-    from dreamlmc.config import load_yaml
     from dreamlmc.io import RunLock
-    from dreamlmc.trainer import Trainer, resolve_config
 
     run = Path(run)
-    if not (run / "config.yaml").exists() or not (run / "checkpoints" / "last.safetensors").exists():
-        raise DreamlmcError(f"{run} is not a dreamlmc run folder with a checkpoint")
-    cfg = resolve_config([load_yaml(run / "config.yaml")], [])
+    cfg = run_config(run)
     ecfg = replace(cfg.export, format=fmt or cfg.export.format, resolution=resolution or cfg.export.resolution,
                    texture=texture or cfg.export.texture)
     if not 8 <= ecfg.resolution <= 512:
         raise DreamlmcError(f"--resolution must be between 8 and 512 (cells per axis), got {ecfg.resolution}")
     with RunLock(run):
-        trainer = Trainer(cfg, run, progress=False)
-        trainer.load_checkpoint()
+        trainer = load_trainer(run, cfg)
         out = Path(out) if out else run / f"model.{ecfg.format}"
         trainer.export_mesh(out, ecfg, threshold=threshold)
     return out

@@ -72,9 +72,9 @@ def folder_prompts(folder: Path) -> List[str]:
     """The prompt of every image of a folder (in load_image_folder's order) from its prompts.json, "" without one."""
     import json
 
-    from dreamlmc.image import IMAGE_SUFFIXES
+    from dreamlmc.image import image_files
 
-    files = sorted(f.name for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = [f.name for f in image_files(folder)]
     path = Path(folder) / PROMPTS_FILE
     if not path.is_file():
         return [""] * len(files)

@@ -28,19 +28,12 @@ from dreamlmc.io import atomic_write_text  # noqa: E402
 def render_run(run: Path, views: int, mode: str, seed: int, backend=None):
     """-> (views, H, W, 3) uint8 renders of a run's final checkpoint, their prompts (the run's prompt with each
     camera's view word, as in training), and the backend (to reuse for the next run)."""
-    import yaml
-
     from dreamlmc.cameras import CameraSampler
-    from dreamlmc.trainer import Trainer, resolve_config
+    from dreamlmc.runs import load_trainer
 
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise DreamlmcError(f"{run} is not a run folder (no config.yaml)")
-    cfg = resolve_config([yaml.safe_load(cfg_path.read_text())], [])
-    trainer = Trainer(cfg, run, backend=backend, progress=False, log=lambda s: None)
-    trainer.load_checkpoint()
+    trainer = load_trainer(run, backend=backend)
     trainer.renderer.eval()
-    sampler = CameraSampler(cfg.camera, trainer.resolution, trainer.resolution, seed=seed)
+    sampler = CameraSampler(trainer.cfg.camera, trainer.resolution, trainer.resolution, seed=seed)
     cams = sampler.sample(views)
     with torch.no_grad():
         out = trainer.renderer(cams, mode, torch.Generator().manual_seed(seed), perturb=False)
