@@ -65,6 +65,9 @@ class TrainConfig:
     resolution: int = spec(0, ge=0, le=1024)  # render size for guidance; 0: the prior's resolution
     lr: float = spec(0.01, gt=0.0, le=10.0)
     lr_background: float = spec(0.001, gt=0.0, le=10.0)
+    # learning rates at the end of training as a fraction of the start's, decayed exponentially with the step
+    # (stable-dreamfusion's 0.1); 1: constant
+    lr_decay: float = spec(1.0, gt=0.0, le=1.0)
     adam_eps: float = spec(1e-15, gt=0.0, le=1.0)
     view_prompts: bool = True  # append ", front view" etc. per camera
     checkpoint_every: int = spec(100, ge=1)
@@ -119,6 +122,7 @@ class Trainer:
         if bg:
             groups.append({"params": bg, "lr": cfg.lr_background})
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=cfg.adam_eps)
+        self.base_lrs = [g["lr"] for g in groups]
         self.step = 0
         self.bad_steps = 0
         self.skipped = 0
@@ -188,6 +192,9 @@ class Trainer:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         if cfg.renderer.smooth_weight > 0:
             loss = loss + cfg.renderer.smooth_weight * out["smoothness"]
+        if cfg.renderer.z_variance_weight > 0:
+            loss = loss + cfg.renderer.z_variance_weight * out["z_variance"]
+        self._set_learning_rates()
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
@@ -209,10 +216,18 @@ class Trainer:
         rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
+               "z_variance": float(out["z_variance"].detach()), "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
         self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
         return rec
+
+    def _set_learning_rates(self) -> None:
+        """lr × lr_decay ** (step / steps) for each group: a function of the step only, so a resumed run gets the
+        same rates."""
+        factor = self.cfg.lr_decay ** min(1.0, self.step / max(1, self.cfg.steps))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
 
     def _recovers(self) -> bool:
         """Whether a vanished object is recovered: only an opacity penalty can be halved."""

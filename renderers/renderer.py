@@ -46,6 +46,9 @@ class RendererConfig:
     smooth_weight: float = spec(0.0, ge=0.0)
     smooth_points: int = spec(512, ge=1, le=1_000_000)
     smooth_radius: float = spec(0.02, gt=0.0, le=1.0)
+    # weight of the depth variance along rays (HiFA's z-variance): Σ w (t − d)² / Σ w with d the ray's mean depth,
+    # averaged over the rays whose opacity exceeds 0.5; 0 disables. Thins the soft shell of weights along a ray.
+    z_variance_weight: float = spec(0.0, ge=0.0)
 
 
 class Renderer(nn.Module):
@@ -88,7 +91,8 @@ class Renderer(nn.Module):
 
         result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]), "background": img(bg),
                   "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"],
-                  "eikonal": out["eikonal"], "smoothness": out["smoothness"]}
+                  "eikonal": out["eikonal"], "smoothness": out["smoothness"],
+                  "z_variance": out["z_variance"]}
         if self.field.is_sdf and self.training and self.cfg.eikonal_points > 0:
             b = self.cfg.field.bound
             pts = (torch.rand(self.cfg.eikonal_points, 3, generator=generator) * 2 - 1).to(rays_o) * b
@@ -147,7 +151,11 @@ class Renderer(nn.Module):
         out["rgb"] = accumulate(weights, colours[0])
         for m, c in zip(modes[1:], colours[1:]):
             out["rgb_" + m] = accumulate(weights, c)
+        zvar = torch.zeros((), device=pts.device)
+        if cfg.z_variance_weight > 0 and self.training:
+            zvar = _z_variance(weights, t, opacity)
         out.update(opacity=opacity, depth=depth, orientation=orientation, eikonal=eik, smoothness=smooth,
+                   z_variance=zvar,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
                    points=torch.tensor(float(n_points)))
         return out
@@ -216,6 +224,17 @@ class Renderer(nn.Module):
             outs.append(self.forward(one, mode, generator, perturb))
         keys = [k for k in outs[0] if outs[0][k].dim() == 4]
         return {k: torch.cat([o[k] for o in outs]) for k in keys}
+
+
+def _z_variance(weights: torch.Tensor, t: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+    """weights, t (R, S), opacity (R, 1) -> mean over rays with opacity > 0.5 of Σ w (t − d)² / Σ w, d = Σ w t / Σ w
+    (0 when no ray is that opaque)."""
+    mask = opacity[:, 0].detach() > 0.5
+    if not bool(mask.any()):
+        return torch.zeros((), device=t.device, dtype=t.dtype)
+    w, tt, o = weights[mask], t[mask], opacity[mask]
+    mean = (w * tt).sum(-1, keepdim=True) / o
+    return ((w * (tt - mean) ** 2).sum(-1, keepdim=True) / o).mean()
 
 
 _FAR_SDF = 10.0  # the sdf given to samples that were not evaluated (empty space: Φ = 1 in float32)

@@ -52,3 +52,21 @@ def test_going_back_draws_new_cameras_t_and_eps(tmp_path):
     assert t_new[back:back + 5] != t_replay[back:back + 5]  # then new draws
     _, logs2, recs2 = _train(tmp_path / "c", patience=5)
     assert [r["t"] for r in recs2] == t_new  # reproducible
+
+
+def test_learning_rates_decay_with_the_step_and_resume_at_the_same_rate(tmp_path):
+    def trainer(steps_done):
+        cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=8", "checkpoint_every=4",
+                                                  "lr_decay=0.1"])
+        tr = Trainer(cfg, tmp_path, progress=False)
+        if steps_done:
+            tr.load_checkpoint()
+        return tr
+
+    tr = trainer(0)
+    recs = [tr.train_step() for _ in range(4)]
+    lr0 = tr.cfg.lr
+    assert [r["lr"] for r in recs] == pytest.approx([lr0 * 0.1 ** (i / 8) for i in range(4)])
+    tr.save_checkpoint()
+    resumed = trainer(4)
+    assert resumed.train_step()["lr"] == pytest.approx(lr0 * 0.1 ** 0.5)

@@ -182,3 +182,34 @@ def test_normal_smoothness_is_near_zero_on_the_sphere_and_penalises_bumps_with_g
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.encoding.parameters())
     ren.eval()  # evaluation renders do not compute it
     assert float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"]) == 0.0
+
+
+def test_z_variance_is_the_weighted_depth_variance_of_opaque_rays():
+    from dreamlmc.renderers.renderer import _z_variance
+
+    t = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    w = torch.tensor([[0.0, 0.9, 0.0],      # a crisp surface: no spread
+                      [0.45, 0.0, 0.45],    # two shells 2 apart: variance 1
+                      [0.2, 0.0, 0.2]],     # a faint ray (opacity 0.4): not counted
+                     requires_grad=True)
+    zv = _z_variance(w, t, w.sum(-1, keepdim=True))
+    assert abs(float(zv) - 0.5) < 1e-6  # mean of 0 and 1
+    zv.backward()
+    assert w.grad[2].abs().sum() == 0 and w.grad[1].abs().sum() > 0
+    assert float(_z_variance(w[2:], t[2:], w[2:].sum(-1, keepdim=True))) == 0.0  # no opaque ray
+
+
+def test_z_variance_is_computed_only_when_weighted_and_training():
+    torch.manual_seed(0)
+    cams = orbit_cameras(CameraConfig(), 1, 24, 24)
+    off = Renderer(RendererConfig()).train()
+    assert float(off(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
+    cfg = RendererConfig(z_variance_weight=1.0)
+    cfg.field.geometry = "sdf"
+    ren = Renderer(cfg).train()
+    out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
+    assert float(out["z_variance"]) > 0  # the initial sphere's shell has a thickness
+    out["z_variance"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.parameters())
+    ren.eval()
+    assert float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
