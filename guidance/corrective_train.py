@@ -134,6 +134,11 @@ def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str
         from dreamlmc.checkpoint import load_state
 
         state = load_state(ckpt)
+        saved = state.get("config")  # older checkpoints did not store it
+        if saved is not None and {k: saved[k] for k in ("hidden", "layers", "kernel")} != \
+                {"hidden": hidden, "layers": layers, "kernel": kernel}:
+            raise DreamlmcError(f"{ckpt} was started with hidden={saved['hidden']} layers={saved['layers']} "
+                                f"kernel={saved['kernel']}; resume with those or delete it to start again")
         net.load_state_dict(state["net"])
         from dreamlmc.checkpoint import load_optimizer_state
 
@@ -156,7 +161,8 @@ def train_corrective(backend: DiffusionBackend, out: Path, prompts: Sequence[str
     def save_ckpt():
         from dreamlmc.checkpoint import optimizer_state, save_state
 
-        save_state(ckpt, {"net": net.state_dict(), "opt": optimizer_state(opt), "generator": g.get_state(),
+        save_state(ckpt, {"net": net.state_dict(), "config": net.config, "opt": optimizer_state(opt),
+                          "generator": g.get_state(),
                           "step": step, "losses": losses, "pool_x": x_all, "pool_prompts": prompt_list})
 
     bar = tqdm(total=steps, initial=step, desc="training k_psi", disable=not progress)

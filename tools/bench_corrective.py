@@ -38,11 +38,13 @@ def load_any(spec: str, backend):
         from dreamlmc.checkpoint import load_state
 
         state = load_state(Path(path))
-        net_state = state["net"]
-        hidden = net_state["inp.bias"].shape[0]
-        layers = 2 + len({k.split(".")[1] for k in net_state if k.startswith("mid.")})  # in, mid..., out
-        net = Corrective(channels=backend.latent_shape[0], hidden=hidden, layers=layers)
+        net_state, cfg = state["net"], state.get("config")
+        if cfg is None:  # a checkpoint from before corrective training stored its net's config
+            cfg = {"hidden": net_state["inp.bias"].shape[0],
+                   "layers": 2 + len({k.split(".")[1] for k in net_state if k.startswith("mid.")})}  # in, mid.., out
+        net = Corrective(**{"channels": backend.latent_shape[0], **cfg})
         net.load_state_dict(net_state)
+        hidden, layers = net.config["hidden"], net.config["layers"]
         return name, net.eval(), f"checkpoint at step {int(state['step'])}, hidden {hidden}, {layers} layers"
     net, card = load_corrective(Path(path), expect_model_id=backend.model_id)
     cfg = card.get("config", {})

@@ -111,3 +111,22 @@ def test_bench_corrective_scores_the_shipped_k_psi_below_the_identity(tmp_path, 
     losses = json.loads(out.read_text())["losses"]["prior samples"]
     assert losses["shipped"] < 0.8 * losses["identity"]  # k_psi reproduces the denoiser's blur better than x itself
     assert bench(["--corrective", "shipped"]) == 2 and "NAME=PATH" in capsys.readouterr().err
+
+
+def test_a_checkpoint_keeps_its_nets_shape_for_resume_and_for_bench_corrective(tiny_if, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from dreamlmc.guidance.corrective_train import resume_path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tools.bench_corrective import load_any
+
+    out = tmp_path / "k.safetensors"
+    kw = dict(prompts=["a red cube"], per_prompt=2, sample_steps=2, batch_size=4, progress=False)
+    train_corrective(tiny_if, out, steps=3, hidden=16, layers=3, **kw)
+    _, net, note = load_any(f"small={resume_path(out)}", tiny_if)  # a training checkpoint, not the final file
+    assert net.config["hidden"] == 16 and net.config["layers"] == 3 and "3 layers" in note
+    with pytest.raises(DreamlmcError, match="hidden=16 layers=3"):
+        train_corrective(tiny_if, out, steps=6, hidden=48, layers=4, **kw)  # another shape: one clear error
+    assert train_corrective(tiny_if, out, steps=6, hidden=16, layers=3, **kw)["steps"] == 6
