@@ -84,3 +84,23 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     assert main(["--prompts", "a red cube", "--seeds", "0", "--workdir", str(tmp_path / "w"), "--out",
                  str(tmp_path / "o"), "model=some/hub-model"]) == 2
     assert "not a built-in prior" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("tool,args", [
+    ("bench_quality", ["renderer.nope=1", "--prompts", "a red cube", "--seeds", "0"]),
+    ("bench_quality", ["no_equals_sign", "--prompts", "a red cube"]),
+    ("make_shapes_data", ["--per-prompt", "0"]),
+    ("make_shapes_data", ["--white-fraction", "1.5"]),
+])
+def test_a_tools_bad_input_is_one_line_and_exit_2(tmp_path, tool, args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "tools" / f"{tool}.py"
+    r = subprocess.run([sys.executable, str(script), *args, "--out", str(tmp_path / "o")], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"{tool}: ")
+    assert not (tmp_path / "o").exists()  # nothing written

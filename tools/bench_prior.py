@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, table, write_json  # noqa: E402
+from tools.benchutil import machine, run_cli, table, write_json  # noqa: E402
 
 from dreamlmc.shapes.classifier import train_classifier  # noqa: E402
 from dreamlmc.shapes.world import COLOURS, SHAPES, prompt_for  # noqa: E402
@@ -91,4 +91,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "bench_prior"))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, table, write_json  # noqa: E402
+from tools.benchutil import machine, run_cli, table, write_json  # noqa: E402
 
 from dreamlmc.cameras import CameraConfig, CameraSampler, view_label  # noqa: E402
 from dreamlmc.guidance.backends.builtin import BuiltinBackend  # noqa: E402
@@ -126,4 +126,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "bench_prior_view"))

@@ -392,4 +392,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from tools.benchutil import run_cli
+
+    raise SystemExit(run_cli(main, "bench_quality"))

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, median_time, table, write_json  # noqa: E402
+from tools.benchutil import machine, median_time, run_cli, table, write_json  # noqa: E402
 
 from dreamlmc.cameras import CameraConfig, CameraSampler  # noqa: E402
 from dreamlmc.renderers.cpu_kernels import fused_available, hash_kernel  # noqa: E402
@@ -130,4 +130,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "bench_renderer"))

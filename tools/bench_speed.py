@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
-from tools.benchutil import machine, table, write_json  # noqa: E402
+from tools.benchutil import machine, run_cli, table, write_json  # noqa: E402
 
 from dreamlmc.renderers.shading import choose_mode  # noqa: E402
 from dreamlmc.trainer import Trainer, resolve_config  # noqa: E402
@@ -173,4 +173,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "bench_speed"))

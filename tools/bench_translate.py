@@ -23,7 +23,7 @@ import torch
 
 sys.path.append(__file__.rsplit("/tools/", 1)[0])
 from dreamlmc.io import atomic_write_text  # noqa: E402
-from tools.benchutil import machine, mean_se, table, world_classifier, write_json  # noqa: E402
+from tools.benchutil import machine, mean_se, run_cli, table, world_classifier, write_json  # noqa: E402
 
 TASKS = {
     "colour": {"sources": ["a blue cube", "a green cube", "a yellow cube"], "target": "a red cube",
@@ -184,4 +184,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, "bench_translate"))

@@ -95,3 +95,17 @@ def world_classifier(resolution: int = 32):
 def mean_se(xs) -> tuple:
     """(mean, standard error) of a list of per-seed values (error 0 for a single value)."""
     return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
+
+
+def run_cli(main: Callable[[], int], name: str) -> int:
+    """A tool's entry point: a DreamlmcError (bad arguments, missing files, bad overrides) is one line on stderr
+    and exit status 2, not a traceback."""
+    import sys
+
+    from dreamlmc.errors import DreamlmcError
+
+    try:
+        return main()
+    except DreamlmcError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2

@@ -27,6 +27,14 @@ def main(argv=None) -> int:
     ap.add_argument("--white-fraction", type=float, default=1.0,
                     help="share of images on white; the rest on random solid greys (default 1: all white)")
     args = ap.parse_args(argv)
+    from dreamlmc.errors import DreamlmcError
+
+    if args.per_prompt < 1:
+        raise DreamlmcError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+    if args.resolution < 8:
+        raise DreamlmcError(f"--resolution must be >= 8, got {args.resolution}")
+    if not 0.0 <= args.white_fraction <= 1.0:
+        raise DreamlmcError(f"--white-fraction must be in [0, 1], got {args.white_fraction}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -38,4 +46,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    sys.path.append(__file__.rsplit("/tools/", 1)[0])
+    from tools.benchutil import run_cli
+
+    raise SystemExit(run_cli(main, "make_shapes_data"))

@@ -285,4 +285,9 @@ def _last_loss(workdir: Path):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    sys.path.append(__file__.rsplit("/tools/", 1)[0])
+    from tools.benchutil import run_cli
+
+    raise SystemExit(run_cli(main, "train_prior"))
