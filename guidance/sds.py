@@ -38,6 +38,9 @@ class GuidanceConfig:
     # dds (Delta Denoising Score) edits an image: it needs a source prompt (and a source image), so 2D only
     kind: Literal["sds", "lmc-sds", "dds"] = "lmc-sds"
     guidance_scale: float = spec(20.0, ge=0.0, le=1e4)
+    # move the scale linearly to this value over training (None: constant); e.g. a high scale while the shape
+    # forms, a lower one (less saturated, less inflated) while it settles
+    guidance_scale_end: Optional[float] = spec(None, ge=0.0, le=1e4)
     t_range: Tuple[float, float] = spec((0.02, 0.98), ge=0.0, le=1.0, ordered=True)
     # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
     # the object early, small t refines it late
@@ -75,6 +78,7 @@ class ScoreDistillation:
         T = backend.num_train_timesteps
         self.t_min, self.t_max = int(round(cfg.t_range[0] * T)), min(T - 1, int(round(cfg.t_range[1] * T)))
         self.corrective = corrective
+        self.scale = cfg.guidance_scale  # the current s (moves with training progress when guidance_scale_end is set)
         if cfg.kind == "lmc-sds" and corrective is None:
             self.corrective = self._load_corrective()
 
@@ -97,11 +101,15 @@ class ScoreDistillation:
         return net
 
     def set_progress(self, fraction: float) -> None:
-        """Training progress in [0, 1]; moves the upper timestep bound when t_max_end is set."""
+        """Training progress in [0, 1]; moves the upper timestep bound when t_max_end is set and the guidance scale
+        when guidance_scale_end is."""
+        f = min(max(fraction, 0.0), 1.0)
+        if self.cfg.guidance_scale_end is not None:
+            self.scale = self.cfg.guidance_scale + (self.cfg.guidance_scale_end - self.cfg.guidance_scale) * f
         if self.cfg.t_max_end is None:
             return
         T = self.backend.num_train_timesteps
-        hi = self.cfg.t_range[1] + (self.cfg.t_max_end - self.cfg.t_range[1]) * min(max(fraction, 0.0), 1.0)
+        hi = self.cfg.t_range[1] + (self.cfg.t_max_end - self.cfg.t_range[1]) * f
         self.t_max = max(self.t_min, min(T - 1, int(round(hi * T))))
 
     def embed(self, prompts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -131,13 +139,15 @@ class ScoreDistillation:
         alpha, sigma = coefficients(be.alphas_cumprod, t)
         w = sigma ** 2 if cfg.weighting == "sds" else torch.ones_like(sigma)
         w4 = w.view(-1, 1, 1, 1)
-        s = cfg.guidance_scale
+        s = self.scale
         with torch.no_grad():
             x_t = add_noise(x.detach(), alpha, sigma, eps)
             eps_c, eps_u = be.predict_noise(x_t, t, cond, uncond if s != 1.0 else None)
             g_cond = w4 * (s - 1.0) * (eps_c - eps_u) if eps_u is not None else torch.zeros_like(eps_c)
             g_cond = torch.nan_to_num(g_cond)
         out: Dict[str, torch.Tensor] = {"t": t.float().mean() / be.num_train_timesteps}
+        if cfg.guidance_scale_end is not None:
+            out["guidance_scale"] = torch.tensor(float(s))
         loss_cond = _reparam(x, g_cond, cfg.grad_clip) / B
         if cfg.kind == "sds":
             g_proj = torch.nan_to_num(w4 * (eps_c - eps))
@@ -176,7 +186,7 @@ class ScoreDistillation:
         (the denoiser's blur, its error on this image) cancels and only the prompts' difference is left."""
         if source_cond is None:
             raise DreamlmcError("guidance kind 'dds' needs a source prompt (what the source image shows)")
-        be, s = self.backend, self.cfg.guidance_scale
+        be, s = self.backend, self.scale
         x = be.encode_images(images)
         B = x.shape[0]
         t = (self.noise.timesteps(B, self.t_min, self.t_max) if t is None else t).to(be.device)

@@ -244,3 +244,20 @@ def test_dds_without_a_source_prompt_is_a_clear_error(batch):
     g = ScoreDistillation(GuidanceConfig(kind="dds"), StubBackend(), seed=0)
     with pytest.raises(DreamlmcError, match="source prompt"):
         g(images, ["a red cube"], t=t, eps=eps)
+
+
+def test_guidance_scale_moves_to_its_end_value_with_training_progress(batch):
+    images, t, eps = batch
+    cfg = GuidanceConfig(kind="sds", guidance_scale=20.0, guidance_scale_end=7.5, fixed_eps=False)
+    g = ScoreDistillation(cfg, StubBackend())
+    for progress, s in ((0.0, 20.0), (0.4, 15.0), (1.0, 7.5), (3.0, 7.5)):
+        g.set_progress(progress)
+        img = images.clone().requires_grad_(True)
+        out = g(img, ["a red cube"] * 2, t=t, eps=eps)
+        out["loss"].backward()
+        g_x, _, _ = closed_form_sds(images, ("a red cube",) * 2, t, eps, s)
+        torch.testing.assert_close(img.grad, g_x, rtol=1e-5, atol=1e-7)  # SDS at the scheduled s
+        assert float(out["guidance_scale"]) == pytest.approx(s)
+    constant = ScoreDistillation(GuidanceConfig(kind="sds", guidance_scale=20.0), StubBackend())
+    constant.set_progress(1.0)
+    assert constant.scale == 20.0
