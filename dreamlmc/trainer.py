@@ -26,7 +26,7 @@ from dreamlmc.checkpoint import CHECKPOINT, load_optimizer_state, load_state, op
 from dreamlmc.io import atomic_write_text
 from dreamlmc.media import grid, save_png, write_video
 from dreamlmc.renderers.field import FieldConfig
-from dreamlmc.renderers.renderer import Renderer, RendererConfig
+from dreamlmc.renderers.renderer import Renderer, RendererConfig, opacity_entropy
 from dreamlmc.renderers.shading import ShadingConfig, choose_mode
 from dreamlmc.config import spec
 
@@ -194,6 +194,9 @@ class Trainer:
             loss = loss + cfg.renderer.smooth_weight * out["smoothness"]
         if cfg.renderer.z_variance_weight > 0:
             loss = loss + cfg.renderer.z_variance_weight * out["z_variance"]
+        entropy = opacity_entropy(out["opacity"]) if cfg.renderer.entropy_weight > 0 else torch.zeros(())
+        if cfg.renderer.entropy_weight > 0:
+            loss = loss + cfg.renderer.entropy_weight * entropy
         self._set_learning_rates()
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
@@ -216,7 +219,7 @@ class Trainer:
         rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
-               "z_variance": float(out["z_variance"].detach()), "lr": self.optimizer.param_groups[0]["lr"],
+               "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()), "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
         self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0

@@ -49,6 +49,9 @@ class RendererConfig:
     # weight of the depth variance along rays (HiFA's z-variance): Σ w (t − d)² / Σ w with d the ray's mean depth,
     # averaged over the rays whose opacity exceeds 0.5; 0 disables. Thins the soft shell of weights along a ray.
     z_variance_weight: float = spec(0.0, ge=0.0)
+    # weight of the binary entropy of each pixel's opacity (threestudio's opaque loss): pushes pixels to empty or
+    # opaque, against translucent "ghost" objects; 0 disables
+    entropy_weight: float = spec(0.0, ge=0.0)
 
 
 class Renderer(nn.Module):
@@ -224,6 +227,13 @@ class Renderer(nn.Module):
             outs.append(self.forward(one, mode, generator, perturb))
         keys = [k for k in outs[0] if outs[0][k].dim() == 4]
         return {k: torch.cat([o[k] for o in outs]) for k in keys}
+
+
+def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy −o log o − (1 − o) log(1 − o) of opacities (nats): 0 for empty or opaque pixels,
+    log 2 for half-transparent ones."""
+    o = opacity.clamp(1e-5, 1.0 - 1e-5)
+    return -(o * torch.log(o) + (1.0 - o) * torch.log1p(-o)).mean()
 
 
 def _z_variance(weights: torch.Tensor, t: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:

@@ -70,3 +70,10 @@ def test_learning_rates_decay_with_the_step_and_resume_at_the_same_rate(tmp_path
     tr.save_checkpoint()
     resumed = trainer(4)
     assert resumed.train_step()["lr"] == pytest.approx(lr0 * 0.1 ** 0.5)
+
+
+@pytest.mark.parametrize("weight", [0.0, 10.0])
+def test_the_opacity_entropy_term_is_logged_only_when_weighted(tmp_path, weight):
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=2", f"renderer.entropy_weight={weight}"])
+    rec = Trainer(cfg, tmp_path, progress=False).train_step()
+    assert (rec["entropy"] > 0) == (weight > 0)  # the initial sphere has half-transparent edge pixels

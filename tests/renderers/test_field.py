@@ -213,3 +213,13 @@ def test_z_variance_is_computed_only_when_weighted_and_training():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.parameters())
     ren.eval()
     assert float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
+
+
+def test_opacity_entropy_is_zero_for_empty_or_opaque_pixels_and_pushes_half_ones_away():
+    from dreamlmc.renderers.renderer import opacity_entropy
+
+    assert float(opacity_entropy(torch.tensor([0.0, 1.0, 0.0]))) < 1e-3
+    assert abs(float(opacity_entropy(torch.tensor([0.5]))) - math.log(2)) < 1e-6
+    o = torch.tensor([0.3, 0.7], requires_grad=True)
+    opacity_entropy(o).backward()
+    assert o.grad[0] > 0 > o.grad[1]  # descent moves 0.3 towards 0 and 0.7 towards 1
