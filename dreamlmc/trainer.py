@@ -194,8 +194,9 @@ class Trainer:
             loss = loss + cfg.renderer.smooth_weight * out["smoothness"]
         if cfg.renderer.z_variance_weight > 0:
             loss = loss + cfg.renderer.z_variance_weight * out["z_variance"]
-        entropy = opacity_entropy(out["opacity"]) if cfg.renderer.entropy_weight > 0 else torch.zeros(())
+        entropy = torch.zeros(())
         if cfg.renderer.entropy_weight > 0:
+            entropy = opacity_entropy(out["opacity"])
             loss = loss + cfg.renderer.entropy_weight * entropy
         self._set_learning_rates()
         self.optimizer.zero_grad(set_to_none=True)
@@ -219,7 +220,8 @@ class Trainer:
         rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
-               "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()), "lr": self.optimizer.param_groups[0]["lr"],
+               "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
+               "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
         self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
