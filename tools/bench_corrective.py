@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from dreamlmc.errors import DreamlmcError  # noqa: E402
-from tools.benchutil import RESULTS, machine, table, write_json  # noqa: E402
+from tools.benchutil import RESULTS, machine, run_cli, table, write_json  # noqa: E402
 
 
 def load_any(spec: str, backend):
@@ -77,6 +77,11 @@ def regression_loss(backend, nets, pool, draws: int, seed: int, t_range=(0.02, 0
 
 
 def main(argv=None) -> int:
+    """A bad input (a path, a NAME=PATH, a prompt the prior cannot take) is one line and exit status 2."""
+    return run_cli(lambda: _bench(argv), "bench_corrective")
+
+
+def _bench(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corrective", nargs="+", required=True, metavar="NAME=PATH")
     ap.add_argument("--renders", type=Path, help="a folder of 3D renders (with prompts.json) as a second pool")
@@ -87,29 +92,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "corrective.json")
     args = ap.parse_args(argv)
     if args.draws < 1 or args.per_prompt < 1:
-        print("bench_corrective: --draws and --per-prompt must be >= 1", file=sys.stderr)
-        return 2
+        raise DreamlmcError("--draws and --per-prompt must be >= 1")
     from dreamlmc.guidance.backends import load_backend
     from dreamlmc.guidance.corrective_train import folder_pool, sample_pool
 
     torch.manual_seed(0)
     t0 = time.time()
-    try:
-        be = load_backend("builtin")
-        nets, notes = {}, {}
-        for spec in args.corrective:
-            name, net, note = load_any(spec, be)
-            nets[name], notes[name] = net, note
-        g = be.world().grammar
-        prompts = args.prompts or [g.prompt_for(c, s) for c in g.COLOURS for s in g.SHAPES]
-        for p in prompts:
-            be.check_prompt(p)
-        pools = {"prior samples": sample_pool(be, prompts, args.per_prompt, 3.0, 25, args.seed, progress=False)}
-        if args.renders:
-            pools["3D renders"] = folder_pool(be, args.renders)
-    except DreamlmcError as e:
-        print(f"bench_corrective: {e}", file=sys.stderr)
-        return 2
+    be = load_backend("builtin")
+    nets, notes = {}, {}
+    for spec in args.corrective:
+        name, net, note = load_any(spec, be)
+        nets[name], notes[name] = net, note
+    g = be.world().grammar
+    prompts = args.prompts or [g.prompt_for(c, s) for c in g.COLOURS for s in g.SHAPES]
+    for p in prompts:
+        be.check_prompt(p)
+    pools = {"prior samples": sample_pool(be, prompts, args.per_prompt, 3.0, 25, args.seed, progress=False)}
+    if args.renders:
+        pools["3D renders"] = folder_pool(be, args.renders)
     losses = {pool: regression_loss(be, nets, p, args.draws, args.seed) for pool, p in pools.items()}
     rows = [{"k_psi": name, "trained": notes.get(name, "k(x) = x"),
              **{f"loss on {pool}": f"{losses[pool][name]:.5f}" for pool in pools}}
