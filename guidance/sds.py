@@ -38,9 +38,12 @@ class GuidanceConfig:
     # dds (Delta Denoising Score) edits an image: it needs a source prompt (and a source image), so 2D only
     kind: Literal["sds", "lmc-sds", "dds"] = "lmc-sds"
     guidance_scale: float = spec(20.0, ge=0.0, le=1e4)
-    # move the scale linearly to this value over training (None: constant); e.g. a high scale while the shape
-    # forms, a lower one (less saturated, less inflated) while it settles
+    # move the scale linearly over training to guidance_scale_end_factor x guidance_scale (so `--guidance-scale`
+    # moves the whole schedule), or to guidance_scale_end when that is set (an absolute value; it wins over the
+    # factor); both None: constant. A high scale while the shape forms, a lower one (less saturated, less
+    # inflated) while it settles
     guidance_scale_end: Optional[float] = spec(None, ge=0.0, le=1e4)
+    guidance_scale_end_factor: Optional[float] = spec(None, ge=0.0, le=100.0)
     t_range: Tuple[float, float] = spec((0.02, 0.98), ge=0.0, le=1.0, ordered=True)
     # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
     # the object early, small t refines it late
@@ -58,9 +61,21 @@ class GuidanceConfig:
             raise DreamlmcError(f"guidance.t_range must satisfy 0 <= lo <= hi <= 1, got {self.t_range}")
         if self.guidance_scale < 0:
             raise DreamlmcError(f"guidance.guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.end_scale() is not None and self.end_scale() > 1e4:
+            raise DreamlmcError(f"guidance.guidance_scale_end_factor takes the scale to {self.end_scale():g}; "
+                                "it must stay <= 10000")
         if self.t_max_end is not None and self.t_max_end < lo:
             raise DreamlmcError(f"config key 'guidance.t_max_end' must be >= guidance.t_range[0] ({lo:g}), "
                                 f"got {self.t_max_end}")
+
+
+    def end_scale(self) -> Optional[float]:
+        """The guidance scale at the end of training (None: constant at guidance_scale)."""
+        if self.guidance_scale_end is not None:
+            return self.guidance_scale_end
+        if self.guidance_scale_end_factor is not None:
+            return self.guidance_scale * self.guidance_scale_end_factor
+        return None
 
 
 class ScoreDistillation:
@@ -78,7 +93,8 @@ class ScoreDistillation:
         T = backend.num_train_timesteps
         self.t_min, self.t_max = int(round(cfg.t_range[0] * T)), min(T - 1, int(round(cfg.t_range[1] * T)))
         self.corrective = corrective
-        self.scale = cfg.guidance_scale  # the current s (moves with training progress when guidance_scale_end is set)
+        self.scale = cfg.guidance_scale  # the current s (moves with training progress when a scale end is set)
+        self._end_scale = cfg.end_scale()
         if cfg.kind == "lmc-sds" and corrective is None:
             self.corrective = self._load_corrective()
 
@@ -102,10 +118,10 @@ class ScoreDistillation:
 
     def set_progress(self, fraction: float) -> None:
         """Training progress in [0, 1]; moves the upper timestep bound when t_max_end is set and the guidance scale
-        when guidance_scale_end is."""
+        when an end scale is (guidance_scale_end or guidance_scale_end_factor)."""
         f = min(max(fraction, 0.0), 1.0)
-        if self.cfg.guidance_scale_end is not None:
-            self.scale = self.cfg.guidance_scale + (self.cfg.guidance_scale_end - self.cfg.guidance_scale) * f
+        if self._end_scale is not None:
+            self.scale = self.cfg.guidance_scale + (self._end_scale - self.cfg.guidance_scale) * f
         if self.cfg.t_max_end is None:
             return
         T = self.backend.num_train_timesteps
@@ -146,7 +162,7 @@ class ScoreDistillation:
             g_cond = w4 * (s - 1.0) * (eps_c - eps_u) if eps_u is not None else torch.zeros_like(eps_c)
             g_cond = torch.nan_to_num(g_cond)
         out: Dict[str, torch.Tensor] = {"t": t.float().mean() / be.num_train_timesteps}
-        if cfg.guidance_scale_end is not None:
+        if self._end_scale is not None:
             out["guidance_scale"] = torch.tensor(float(s))
         loss_cond = _reparam(x, g_cond, cfg.grad_clip) / B
         if cfg.kind == "sds":

@@ -60,3 +60,29 @@ def test_build_does_not_write_overrides_into_the_presets():
     assert a.renderer.num_samples == 16 and b.renderer.num_samples == 32
     assert b.renderer.occupancy.resolution == TrainConfig().renderer.occupancy.resolution
     assert preset == {"renderer": {"num_samples": 32}}
+
+
+def test_default_yaml_documents_the_defaults_and_real_backends_keep_a_constant_scale():
+    # configs/default.yaml says it only documents TrainConfig's defaults: it must change nothing
+    assert build(TrainConfig, [load_yaml(CONFIGS / "default.yaml")]) == TrainConfig()
+    # the built-in recipe's scale schedule (20 -> 12) and orientation 0.1 are measured on the built-in prior only
+    for name in ("stable_diffusion.yaml", "deepfloyd_if.yaml"):
+        cfg = build(TrainConfig, [load_yaml(CONFIGS / name)])
+        assert cfg.guidance.end_scale() is None and cfg.renderer.orientation_weight == 0.01, name
+
+
+def test_guidance_scale_flag_moves_the_whole_schedule():
+    from dreamlmc.cli import _train_overrides, build_parser
+    from dreamlmc.trainer import resolve_config
+
+    def resolved(*argv):
+        args = build_parser().parse_args(["train", "--out", "x", "--prompt", "a red cube", *argv])
+        return resolve_config([], _train_overrides(args) + list(args.overrides)).guidance
+
+    assert (resolved().guidance_scale, resolved().end_scale()) == (20.0, 12.0)  # the default: 20 -> 0.6 x 20
+    g = resolved("--guidance-scale", "100")
+    assert (g.guidance_scale, g.end_scale()) == (100.0, 60.0)
+    assert resolved("guidance.guidance_scale_end=7.5").end_scale() == 7.5  # an absolute end wins over the factor
+    assert resolved("guidance.guidance_scale_end_factor=null").end_scale() is None  # constant
+    with pytest.raises(DreamlmcError, match="guidance_scale_end_factor"):
+        resolved("--guidance-scale", "5000", "guidance.guidance_scale_end_factor=3")

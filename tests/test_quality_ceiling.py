@@ -104,3 +104,19 @@ def test_a_tools_bad_input_is_one_line_and_exit_2(tmp_path, tool, args):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"{tool}: ")
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_runs_are_named_by_their_resolved_config():
+    """A cached run is reused only for the settings it trained with: the same settings spelled as overrides share
+    the default's run, any other setting (or a changed default) gets another name."""
+    from tools.bench_quality import run_name
+
+    job = {"prompt": "a red cube", "kind": "lmc-sds", "scale": 20.0, "seed": 0, "fixed_eps": False, "eps_seed": 0,
+           "overrides": [], "steps": 1000}
+    spelled = dict(job, overrides=["guidance.guidance_scale_end_factor=0.6", "renderer.orientation_weight=0.1"])
+    assert run_name(spelled) == run_name(job)
+    for ov in (["renderer.orientation_weight=0.01"], ["guidance.guidance_scale_end=12"], ["guidance.lmc.weight=1"]):
+        assert run_name(dict(job, overrides=ov)) != run_name(job), ov
+    assert run_name(dict(job, steps=999)) != run_name(job)
+    ceiling = dict(job, kind="ceiling", scale=None)
+    assert run_name(ceiling) != run_name(dict(ceiling, overrides=["renderer.field.geometry=density"]))

@@ -14,8 +14,9 @@ vertex colours against the prompt's albedo; saturation and sharpness of 8 render
 renders of the same cameras; seconds of training. Rows average over prompts and seeds; the spread (±) is the
 standard error over seeds of the per-seed mean. Writes results.json, results.md and grid.png to --out.
 
-Runs are cached in --workdir under a name that includes the method, scale, seed, ε and a hash of the extra
-overrides, so a run is reused only for the same settings and the same prior weights.
+Runs are cached in --workdir under a name that includes the method, scale, seed, ε and a hash of the run's fully
+resolved config, so a run is reused only for the same settings (also after the preset's defaults change) and the
+same prior weights.
 """
 from __future__ import annotations
 
@@ -40,16 +41,40 @@ METRICS = ["iou", "shape_correct", "chamfer", "normal_consistency", "delta_e", "
            "sharpness_ratio", "seconds"]
 
 
-def overrides_tag(overrides: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8] if overrides else "default"
+def job_config(job: Dict):
+    """The fully resolved TrainConfig a job's run trains with: for a guided run, what `dreamlmc train` resolves from
+    its arguments (train_argv); for a ceiling run, what ceiling_job resolves."""
+    from dreamlmc.trainer import resolve_config
+
+    if job["kind"] == "ceiling":
+        return resolve_config([], ceiling_overrides(job))
+    from dreamlmc.cli import _train_overrides, build_parser
+
+    args = build_parser().parse_args(["train", "--out", "-"] + train_argv(job, job["steps"]))
+    return resolve_config([], _train_overrides(args) + list(args.overrides))
+
+
+def config_tag(job: Dict) -> str:
+    """A hash of the job's resolved config: a run is reused only when it trained with the same settings, however
+    they were spelled (an override or a default), and never after the preset's defaults changed."""
+    from dataclasses import asdict
+
+    key = json.dumps(job, sort_keys=True)
+    if key not in _TAGS:
+        resolved = json.dumps(asdict(job_config(job)), sort_keys=True, default=str)
+        _TAGS[key] = hashlib.sha256(resolved.encode()).hexdigest()[:10]
+    return _TAGS[key]
+
+
+_TAGS: Dict[str, str] = {}  # job (as JSON) -> config_tag: run_name is called many times per job
 
 
 def run_name(job: Dict) -> str:
     p = job["prompt"].replace(" ", "-")
     if job["kind"] == "ceiling":
-        return f"{p}__ceiling__seed{job['seed']}__{overrides_tag(job['overrides'])}"
+        return f"{p}__ceiling__seed{job['seed']}__{config_tag(job)}"
     eps = f"eps{job['eps_seed']}" if job["fixed_eps"] else "fresh"
-    return f"{p}__{job['kind']}__s{job['scale']:g}__seed{job['seed']}__{eps}__{overrides_tag(job['overrides'])}"
+    return f"{p}__{job['kind']}__s{job['scale']:g}__seed{job['seed']}__{eps}__{config_tag(job)}"
 
 
 # ------------------------------------------------------------------------------------------------ the ceiling
@@ -87,6 +112,11 @@ def ceiling_trainer_cls():
 
 # ------------------------------------------------------------------------------------------------ running
 
+def ceiling_overrides(job: Dict) -> List[str]:
+    return ([f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={job['steps']}"]
+            + list(job["overrides"]))
+
+
 def ceiling_job(args) -> str:
     """One ceiling run (a photometric fit: a Trainer subclass, so not a `dreamlmc train` the batch runner could run)."""
     job, workdir, steps = args
@@ -99,8 +129,7 @@ def ceiling_job(args) -> str:
     from dreamlmc.runs import prepare_run_dir, run_training
     from dreamlmc.trainer import resolve_config
 
-    cfg = resolve_config([], [f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={steps}"]
-                         + list(job["overrides"]))
+    cfg = resolve_config([], ceiling_overrides(job))
     prepare_run_dir(out, force=True)
     run_training(cfg, out, quiet=True, trainer_cls=ceiling_trainer_cls())
     return str(out)
@@ -256,13 +285,15 @@ def main(argv=None) -> int:
     else:
         methods = guided_methods(args.kinds, args.scales, ov)
     fixed = preset.guidance.fixed_eps  # the main runs use the config's noise (default: fresh ε)
-    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": fixed, "eps_seed": 0, "overrides": ov}
+    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": fixed, "eps_seed": 0, "overrides": ov,
+             "steps": steps}
             for k, s in methods for p in prompts for sd in seeds]
     div_jobs = {}
     if args.diversity_seeds and not args.ceiling:
         k, s = methods[0]
         div_jobs["fixed_eps_seeds"] = [{"prompt": prompts[0], "kind": k, "scale": s, "seed": 0, "fixed_eps": True,
-                                        "eps_seed": i, "overrides": ov} for i in range(args.diversity_seeds)]
+                                        "eps_seed": i, "overrides": ov, "steps": steps}
+                                       for i in range(args.diversity_seeds)]
         div_jobs["fresh_eps_run_seeds"] = [{"prompt": prompts[0], "kind": k, "scale": s, "seed": i,
                                             "fixed_eps": False, "eps_seed": 0, "overrides": ov}
                                            for i in range(args.diversity_seeds)]

@@ -261,3 +261,12 @@ def test_guidance_scale_moves_to_its_end_value_with_training_progress(batch):
     constant = ScoreDistillation(GuidanceConfig(kind="sds", guidance_scale=20.0), StubBackend())
     constant.set_progress(1.0)
     assert constant.scale == 20.0
+    # a factor of the start scale (the trainer's default: 0.6), and an absolute end wins over it
+    by_factor = ScoreDistillation(GuidanceConfig(kind="sds", guidance_scale=20.0, guidance_scale_end_factor=0.6),
+                                  StubBackend())
+    by_factor.set_progress(0.5)
+    assert by_factor.scale == pytest.approx(16.0)
+    both = ScoreDistillation(GuidanceConfig(kind="sds", guidance_scale=20.0, guidance_scale_end=7.5,
+                                            guidance_scale_end_factor=0.6), StubBackend())
+    both.set_progress(1.0)
+    assert both.scale == 7.5
