@@ -306,7 +306,9 @@ def _add_train_flags(p: argparse.ArgumentParser, variations: bool = False) -> No
     p.add_argument("--prompt", help='what to make, e.g. "a red cube"')
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--guidance", choices=["sds", "lmc-sds"], help="guidance kind (default lmc-sds)")
-    p.add_argument("--guidance-scale", type=float, help="s in eps_u + s (eps_c - eps_u); 1 = purely conditional")
+    p.add_argument("--guidance-scale", type=float,
+                   help="s in eps_u + s (eps_c - eps_u) at the start of training (1 = purely conditional); the "
+                        "built-in preset moves it to guidance.guidance_scale_end_factor (0.6) x s by the end")
     p.add_argument("--steps", type=int, help="training steps")
     p.add_argument("--seed", type=int, help="seed of cameras, field init and timesteps")
     if not variations:
