@@ -81,8 +81,9 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     other.with_suffix(".json").write_bytes(default_weights().with_suffix(".json").read_bytes())  # its card
     assert prior_info(str(other))["weights"] == str(other)
     # a diffusers model has no ground-truth world: one line and exit 2, before any run starts
-    assert main(["--prompts", "a red cube", "--seeds", "0", "--workdir", str(tmp_path / "w"), "--out",
-                 str(tmp_path / "o"), "model=some/hub-model"]) == 2
+    # (after every job, the diversity table's too, is named: naming resolves each job's config)
+    assert main(["--prompts", "a red cube", "--seeds", "0", "--diversity-seeds", "2", "--workdir", str(tmp_path / "w"),
+                 "--out", str(tmp_path / "o"), "model=some/hub-model"]) == 2
     assert "not a built-in prior" in capsys.readouterr().err and not (tmp_path / "w").exists()
 
 

@@ -285,18 +285,17 @@ def main(argv=None) -> int:
     else:
         methods = guided_methods(args.kinds, args.scales, ov)
     fixed = preset.guidance.fixed_eps  # the main runs use the config's noise (default: fresh ε)
-    jobs = [{"prompt": p, "kind": k, "scale": s, "seed": sd, "fixed_eps": fixed, "eps_seed": 0, "overrides": ov,
-             "steps": steps}
-            for k, s in methods for p in prompts for sd in seeds]
+
+    def job(prompt, kind, scale, seed, fixed_eps, eps_seed=0) -> Dict:
+        return {"prompt": prompt, "kind": kind, "scale": scale, "seed": seed, "fixed_eps": fixed_eps,
+                "eps_seed": eps_seed, "overrides": ov, "steps": steps}
+
+    jobs = [job(p, k, s, sd, fixed) for k, s in methods for p in prompts for sd in seeds]
     div_jobs = {}
     if args.diversity_seeds and not args.ceiling:
         k, s = methods[0]
-        div_jobs["fixed_eps_seeds"] = [{"prompt": prompts[0], "kind": k, "scale": s, "seed": 0, "fixed_eps": True,
-                                        "eps_seed": i, "overrides": ov, "steps": steps}
-                                       for i in range(args.diversity_seeds)]
-        div_jobs["fresh_eps_run_seeds"] = [{"prompt": prompts[0], "kind": k, "scale": s, "seed": i,
-                                            "fixed_eps": False, "eps_seed": 0, "overrides": ov}
-                                           for i in range(args.diversity_seeds)]
+        div_jobs["fixed_eps_seeds"] = [job(prompts[0], k, s, 0, True, i) for i in range(args.diversity_seeds)]
+        div_jobs["fresh_eps_run_seeds"] = [job(prompts[0], k, s, i, False) for i in range(args.diversity_seeds)]
     all_jobs = list({run_name(j): j for j in jobs + sum(div_jobs.values(), [])}.values())
     model = preset.model
     prior = prior_info(model)
