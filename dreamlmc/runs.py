@@ -81,7 +81,10 @@ def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer
 
 
 def _run_info(trainer, wall_s: float) -> dict:
-    """What run.json records: wall time of this invocation, the process's peak RSS, versions and the prior."""
+    """What run.json records: wall time of this invocation, the process's peak RSS, versions, the prior, and how
+    often the object vanished and the run went back to its last checkpoint (each time halving the opacity penalty;
+    kept in the checkpoint, so a resumed run counts the times before its resume too)."""
+    import math
     import platform
     import resource
 
@@ -92,7 +95,8 @@ def _run_info(trainer, wall_s: float) -> dict:
     return {"wall_s": wall_s, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
             "steps": trainer.step, "skipped_steps": trainer.skipped, "dreamlmc": __version__,
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "prior_fingerprint": getattr(trainer.backend, "fingerprint", None)}
+            "prior_fingerprint": getattr(trainer.backend, "fingerprint", None),
+            "went_back": round(-math.log2(trainer.sparsity_scale)), "opacity_penalty_scale": trainer.sparsity_scale}
 
 
 def resume(run: Path, steps: Optional[int], overrides: Sequence[str], quiet: bool) -> Path:

@@ -35,6 +35,17 @@ def test_a_vanished_object_goes_back_with_half_the_penalty(tmp_path):
 
 
 @pytest.mark.slow
+def test_run_json_records_how_often_the_run_went_back(tmp_path):
+    from dreamlmc.runs import _run_info
+
+    tr, logs, _ = _train(tmp_path, patience=5)
+    info = _run_info(tr, 1.0)
+    assert info["went_back"] == len(logs) >= 1 and info["opacity_penalty_scale"] == 0.5 ** len(logs), (info, logs)
+    tr, logs, _ = _train(tmp_path / "never", patience=0)
+    assert _run_info(tr, 1.0)["went_back"] == 0
+
+
+@pytest.mark.slow
 def test_patience_zero_never_goes_back(tmp_path):
     tr, logs, recs = _train(tmp_path, patience=0)
     assert logs == [] and tr.sparsity_scale == 1.0
