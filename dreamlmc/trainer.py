@@ -44,7 +44,7 @@ def _train_camera() -> CameraConfig:
 
 
 def _train_renderer() -> RendererConfig:
-    # orientation 0.1 (with the scale schedule below): README ablation rows 28-29
+    # orientation 0.1 (with the scale schedule below): README ablation rows 28-30
     return RendererConfig(field=FieldConfig(geometry="sdf"), shading=ShadingConfig(probabilities=(0.0, 1.0, 0.0)),
                           sparsity_weight=200.0, sparsity_ramp=0.25, orientation_weight=0.1)
 

@@ -68,7 +68,6 @@ class GuidanceConfig:
             raise DreamlmcError(f"config key 'guidance.t_max_end' must be >= guidance.t_range[0] ({lo:g}), "
                                 f"got {self.t_max_end}")
 
-
     def end_scale(self) -> Optional[float]:
         """The guidance scale at the end of training (None: constant at guidance_scale)."""
         if self.guidance_scale_end is not None:
