@@ -84,7 +84,6 @@ def _run_info(trainer, wall_s: float) -> dict:
     """What run.json records: wall time of this invocation, the process's peak RSS, versions, the prior, and how
     often the object vanished and the run went back to its last checkpoint (each time halving the opacity penalty;
     kept in the checkpoint, so a resumed run counts the times before its resume too)."""
-    import math
     import platform
     import resource
 
@@ -96,7 +95,7 @@ def _run_info(trainer, wall_s: float) -> dict:
             "steps": trainer.step, "skipped_steps": trainer.skipped, "dreamlmc": __version__,
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "prior_fingerprint": getattr(trainer.backend, "fingerprint", None),
-            "went_back": round(-math.log2(trainer.sparsity_scale)), "opacity_penalty_scale": trainer.sparsity_scale}
+            "went_back": trainer.times_went_back, "opacity_penalty_scale": trainer.sparsity_scale}
 
 
 def resume(run: Path, steps: Optional[int], overrides: Sequence[str], quiet: bool) -> Path:

@@ -241,6 +241,12 @@ class Trainer:
         """Whether a vanished object is recovered: only an opacity penalty can be halved."""
         return bool(self.cfg.empty_patience) and self.cfg.renderer.sparsity_weight > 0
 
+    @property
+    def times_went_back(self) -> int:
+        """How often the object vanished and the run went back (each time halving the opacity penalty, whose scale
+        is in the checkpoint, so the count survives a resume)."""
+        return round(-math.log2(self.sparsity_scale))
+
     def _recover_if_empty(self) -> bool:
         """Go back to the last checkpoint with half the opacity penalty when the object has vanished (see
         TrainConfig.empty_patience). -> True when it went back."""
@@ -250,7 +256,7 @@ class Trainer:
         lost, scale = self.step, self.sparsity_scale * 0.5
         self.load_checkpoint()
         self.sparsity_scale = scale
-        self._reseed(round(-math.log2(scale)))
+        self._reseed(self.times_went_back)
         self.log(f"the object vanished (empty renders since step {lost - self.empty_steps}); back to step "
                  f"{self.step} with the opacity penalty x{scale:g} and new draws of cameras, t and ε")
         return True

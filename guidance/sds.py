@@ -61,8 +61,9 @@ class GuidanceConfig:
             raise DreamlmcError(f"guidance.t_range must satisfy 0 <= lo <= hi <= 1, got {self.t_range}")
         if self.guidance_scale < 0:
             raise DreamlmcError(f"guidance.guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.end_scale() is not None and self.end_scale() > 1e4:
-            raise DreamlmcError(f"guidance.guidance_scale_end_factor takes the scale to {self.end_scale():g}; "
+        end = self.end_scale()
+        if end is not None and end > 1e4:
+            raise DreamlmcError(f"guidance.guidance_scale_end_factor takes the scale to {end:g}; "
                                 "it must stay <= 10000")
         if self.t_max_end is not None and self.t_max_end < lo:
             raise DreamlmcError(f"config key 'guidance.t_max_end' must be >= guidance.t_range[0] ({lo:g}), "

@@ -119,7 +119,7 @@ def ceiling_overrides(job: Dict) -> List[str]:
 
 def ceiling_job(args) -> str:
     """One ceiling run (a photometric fit: a Trainer subclass, so not a `dreamlmc train` the batch runner could run)."""
-    job, workdir, steps = args
+    job, workdir = args
     import torch
 
     torch.set_num_threads(1)
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     status = {}
     if args.ceiling:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            for i, out in enumerate(pool.map(ceiling_job, [(j, args.workdir, steps) for j in all_jobs])):
+            for i, out in enumerate(pool.map(ceiling_job, [(j, args.workdir) for j in all_jobs])):
                 print(f"  [{i + 1}/{len(all_jobs)}] {Path(out).name} ({time.time() - t0:.0f} s)", flush=True)
     else:
         status = run_guided(all_jobs, args.workdir, steps, args.workers)
