@@ -9,6 +9,11 @@ from dreamlmc.renderers.field import FieldConfig, NeRFField, eikonal
 from dreamlmc.renderers.renderer import Renderer, RendererConfig
 
 
+def scalar(t) -> float:
+    """A 0-d tensor's value; detached, since many of the tensors read here carry gradients."""
+    return float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
+
+
 def _sdf_field(**kw):
     torch.manual_seed(0)
     return NeRFField(FieldConfig(geometry="sdf", **kw))
@@ -20,7 +25,7 @@ def test_sdf_field_starts_as_a_sphere_with_unit_gradient():
     x = 0.8 * x / x.norm(dim=-1, keepdim=True) * torch.rand(500, 1)
     torch.testing.assert_close(f.sdf(x), x.norm(dim=-1) - 0.5, atol=1e-6, rtol=0)
     grad = f.geometry_gradient(x[x.norm(dim=-1) > 0.1])
-    assert float(eikonal(grad)) < 1e-3
+    assert scalar(eikonal(grad)) < 1e-3
     n = f.normals(torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 0.0]]))
     torch.testing.assert_close(n, torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), atol=1e-2, rtol=0)
 
@@ -45,8 +50,8 @@ def test_beta_schedule_is_geometric_and_a_function_of_progress():
 
 
 def test_eikonal_penalises_a_scaled_distance():
-    assert float(eikonal(torch.tensor([[3.0, 0.0, 4.0]]))) == pytest.approx(16.0)
-    assert float(eikonal(torch.zeros(0, 3))) == 0.0
+    assert scalar(eikonal(torch.tensor([[3.0, 0.0, 4.0]]))) == pytest.approx(16.0)
+    assert scalar(eikonal(torch.zeros(0, 3))) == 0.0
 
 
 def test_sdf_renderer_renders_the_sphere_and_gives_eikonal_gradients():
@@ -57,7 +62,7 @@ def test_sdf_renderer_renders_the_sphere_and_gives_eikonal_gradients():
     cams = orbit_cameras(CameraConfig(), 1, 24, 24)
     out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
     assert out["opacity"][0, 0, 12, 12] > 0.95 and out["opacity"][0, 0, 0, 0] < 0.05
-    assert torch.isfinite(out["eikonal"]) and float(out["eikonal"]) < 0.05
+    assert torch.isfinite(out["eikonal"]) and scalar(out["eikonal"]) < 0.05
     (out["rgb"].mean() + out["eikonal"]).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.mlp.parameters())
 
@@ -102,7 +107,7 @@ def test_neus_opacity_of_a_sphere_is_half_exactly_at_the_silhouette():
     sdf = torch.sqrt(t ** 2 + offsets ** 2) - r
     w, _ = composite_weights(_neus_density(sdf, 0.02, delta), delta)
     opacity = w.sum(-1)
-    assert opacity[0] > 0.99 and abs(float(opacity[1]) - 0.5) < 0.02 and opacity[2] < 1e-3
+    assert opacity[0] > 0.99 and abs(scalar(opacity[1]) - 0.5) < 0.02 and opacity[2] < 1e-3
     f = NeRFField(FieldConfig(geometry="sdf", sdf_beta=0.02))
     w_vol, _ = composite_weights(f.density_from_geometry(sdf), delta)
     assert w_vol.sum(-1)[1] > 0.6  # VolSDF's silhouette lies outside the surface
@@ -129,7 +134,7 @@ def test_sdf_density_has_finite_gradients_far_from_the_surface():
     d = f.density_from_geometry(g)
     d.sum().backward()
     assert torch.isfinite(d).all() and torch.isfinite(g.grad).all()
-    assert float(d[0]) == pytest.approx(1.0 / 0.01) and float(d[-1]) == 0.0
+    assert scalar(d[0]) == pytest.approx(1.0 / 0.01) and scalar(d[-1]) == 0.0
 
 
 def test_random_background_is_per_view_in_training_and_white_otherwise():
@@ -169,7 +174,7 @@ def test_normal_smoothness_is_near_zero_on_the_sphere_and_penalises_bumps_with_g
     cfg.field.geometry = "sdf"
     ren = Renderer(cfg)
     cams = orbit_cameras(CameraConfig(), 1, 24, 24)
-    smooth = float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"])
+    smooth = scalar(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"])
     assert 0.0 <= smooth < 0.01  # the initial sphere (r = 0.5): neighbouring normals agree
     with torch.no_grad():  # bumps: large random hash-grid features read by a non-zero output layer
         for p in ren.field.encoding.parameters():
@@ -177,11 +182,11 @@ def test_normal_smoothness_is_near_zero_on_the_sphere_and_penalises_bumps_with_g
         for p in ren.field.mlp.parameters():
             p.normal_(0.0, 0.1)
     out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
-    assert float(out["smoothness"]) > 5 * max(smooth, 1e-3)
+    assert scalar(out["smoothness"]) > 5 * max(smooth, 1e-3)
     out["smoothness"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.encoding.parameters())
     ren.eval()  # evaluation renders do not compute it
-    assert float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"]) == 0.0
+    assert scalar(ren(cams, "lambertian", torch.Generator().manual_seed(0))["smoothness"]) == 0.0
 
 
 def test_z_variance_is_the_weighted_depth_variance_of_opaque_rays():
@@ -193,33 +198,33 @@ def test_z_variance_is_the_weighted_depth_variance_of_opaque_rays():
                       [0.2, 0.0, 0.2]],     # a faint ray (opacity 0.4): not counted
                      requires_grad=True)
     zv = _z_variance(w, t, w.sum(-1, keepdim=True))
-    assert abs(float(zv) - 0.5) < 1e-6  # mean of 0 and 1
+    assert abs(scalar(zv) - 0.5) < 1e-6  # mean of 0 and 1
     zv.backward()
     assert w.grad[2].abs().sum() == 0 and w.grad[1].abs().sum() > 0
-    assert float(_z_variance(w[2:], t[2:], w[2:].sum(-1, keepdim=True))) == 0.0  # no opaque ray
+    assert scalar(_z_variance(w[2:], t[2:], w[2:].sum(-1, keepdim=True))) == 0.0  # no opaque ray
 
 
 def test_z_variance_is_computed_only_when_weighted_and_training():
     torch.manual_seed(0)
     cams = orbit_cameras(CameraConfig(), 1, 24, 24)
     off = Renderer(RendererConfig()).train()
-    assert float(off(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
+    assert scalar(off(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
     cfg = RendererConfig(z_variance_weight=1.0)
     cfg.field.geometry = "sdf"
     ren = Renderer(cfg).train()
     out = ren(cams, "lambertian", torch.Generator().manual_seed(0))
-    assert float(out["z_variance"]) > 0  # the initial sphere's shell has a thickness
+    assert scalar(out["z_variance"]) > 0  # the initial sphere's shell has a thickness
     out["z_variance"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ren.field.parameters())
     ren.eval()
-    assert float(ren(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
+    assert scalar(ren(cams, "lambertian", torch.Generator().manual_seed(0))["z_variance"]) == 0.0
 
 
 def test_opacity_entropy_is_zero_for_empty_or_opaque_pixels_and_pushes_half_ones_away():
     from dreamlmc.renderers.renderer import opacity_entropy
 
-    assert float(opacity_entropy(torch.tensor([0.0, 1.0, 0.0]))) < 1e-3
-    assert abs(float(opacity_entropy(torch.tensor([0.5]))) - math.log(2)) < 1e-6
+    assert scalar(opacity_entropy(torch.tensor([0.0, 1.0, 0.0]))) < 1e-3
+    assert abs(scalar(opacity_entropy(torch.tensor([0.5]))) - math.log(2)) < 1e-6
     o = torch.tensor([0.3, 0.7], requires_grad=True)
     opacity_entropy(o).backward()
     assert o.grad[0] > 0 > o.grad[1]  # descent moves 0.3 towards 0 and 0.7 towards 1
