@@ -28,6 +28,11 @@ class CameraConfig:
     jitter: float = spec(0.02, ge=0.0, le=1.0)  # std of the look-at point around the origin, scene units
     light_jitter: float = spec(0.5, ge=0.0, le=100.0)  # std of the point light around the camera position, scene units
     stratified: bool = True  # azimuths spread evenly within a batch, each jittered in its own bin
+    # Progressive views (stable-dreamfusion's --progressive_view, threestudio's progressive_until): the azimuth range
+    # starts at progressive_init of its width, centred on its middle (the front), and widens linearly to the full
+    # range at this fraction of training; None: the full range throughout
+    progressive_until: Optional[float] = spec(None, gt=0.0, le=1.0)
+    progressive_init: float = spec(0.2, ge=0.0, le=1.0)
     # Orbit (turntable / preview / evaluation) cameras
     orbit_elevation: float = spec(15.0, ge=-90.0, le=90.0)
     orbit_radius: float = spec(2.5, gt=0.0, le=100.0)
@@ -139,10 +144,22 @@ class CameraSampler:
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(n, generator=self.generator)
 
-    def sample(self, batch_size: int = 1) -> CameraBatch:
+    def azimuth_range(self, progress: float = 1.0) -> Tuple[float, float]:
+        """The azimuths sampled at this fraction of training (narrower early with progressive views)."""
+        lo, hi = self.cfg.azimuth_range
+        until = self.cfg.progressive_until
+        if until is None:
+            return lo, hi
+        init = self.cfg.progressive_init
+        half = 0.5 * (hi - lo) * (init + (1.0 - init) * min(1.0, max(0.0, progress) / until))
+        mid = 0.5 * (lo + hi)
+        return mid - half, mid + half
+
+    def sample(self, batch_size: int = 1, progress: float = 1.0) -> CameraBatch:
+        """batch_size random cameras; progress (fraction of training) narrows the azimuths with progressive views."""
         c, g = self.cfg, self.generator
         elevation = self._uniform(batch_size, c.elevation_range)
-        lo, hi = c.azimuth_range
+        lo, hi = self.azimuth_range(progress)
         if c.stratified:
             bins = (torch.arange(batch_size) + torch.rand(batch_size, generator=g)) / batch_size
             azimuth = lo + (hi - lo) * ((bins + torch.rand(1, generator=g)) % 1.0)

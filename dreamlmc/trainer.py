@@ -182,7 +182,7 @@ class Trainer:
         self.renderer.train()
         self.renderer.set_progress(self.step / max(1, cfg.steps))
         self.renderer.update_occupancy(self.step, self.generator)
-        cams = self.sampler.sample(cfg.batch_size).to(self.device)
+        cams = self.sampler.sample(cfg.batch_size, self.step / max(1, cfg.steps)).to(self.device)
         mode = choose_mode(self.step, cfg.renderer.shading, self.generator)
         out = self.renderer(cams, mode, self.generator)
         g = self.objective(out, cams, mode)

@@ -48,3 +48,20 @@ def test_rays_are_unit_and_the_centre_ray_sees_the_origin():
     closest = o + ((-o) * d).sum(-1, keepdim=True) * d
     assert closest.norm(dim=-1).max() < 1e-5
     assert cams.views == ["front", "side", "side"]  # azimuths 0, 120, -120
+
+
+def test_progressive_views_widen_from_the_front_to_the_full_range():
+    cfg = CameraConfig(progressive_until=0.5, progressive_init=0.2)
+    s = CameraSampler(cfg, 4, 4, seed=0)
+    assert s.azimuth_range(0.0) == pytest.approx((-36.0, 36.0))
+    assert s.azimuth_range(0.25) == pytest.approx((-108.0, 108.0))
+    assert s.azimuth_range(0.5) == s.azimuth_range(1.0) == pytest.approx((-180.0, 180.0))
+    early = torch.cat([s.sample(4, progress=0.0).azimuth for _ in range(20)])
+    assert early.abs().max() <= 36.0 and early.abs().max() > 20.0  # inside the narrow range, spread across it
+    assert set(CameraSampler(cfg, 4, 4, seed=0).sample(64, progress=0.0).views) == {"front"}
+    late = torch.cat([s.sample(4, progress=0.9).azimuth for _ in range(20)])
+    assert late.abs().max() > 150.0
+    # off by default: the full range from the first step, and the same draws as before the option existed
+    off = CameraSampler(CameraConfig(), 4, 4, seed=0)
+    assert off.azimuth_range(0.0) == (-180.0, 180.0)
+    assert torch.equal(off.sample(4, progress=0.0).c2w, CameraSampler(CameraConfig(), 4, 4, seed=0).sample(4).c2w)
