@@ -65,3 +65,26 @@ def test_progressive_views_widen_from_the_front_to_the_full_range():
     off = CameraSampler(CameraConfig(), 4, 4, seed=0)
     assert off.azimuth_range(0.0) == (-180.0, 180.0)
     assert torch.equal(off.sample(4, progress=0.0).c2w, CameraSampler(CameraConfig(), 4, 4, seed=0).sample(4).c2w)
+
+
+def test_the_trainer_narrows_its_early_views_with_progressive_views(tmp_path):
+    from pathlib import Path
+
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import Trainer, resolve_config
+
+    quick = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+    cfg = resolve_config([load_yaml(quick)], ["prompt=a red cube", "steps=4", "camera.progressive_until=0.5"])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    seen, sample = [], tr.sampler.sample
+
+    def spy(batch_size, progress=1.0):
+        cams = sample(batch_size, progress)
+        seen.append((progress, float(cams.azimuth.abs().max())))
+        return cams
+
+    tr.sampler.sample = spy
+    for _ in range(3):
+        tr.train_step()
+    assert [p for p, _ in seen] == [0.0, 0.25, 0.5]
+    assert seen[0][1] <= 36.0  # the first step looks at the front only (20 % of the full circle)
