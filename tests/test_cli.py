@@ -261,5 +261,14 @@ def test_render_views_writes_the_runs_renders_and_their_prompts_for_k_psi(finish
 
     pool = folder_pool(load_backend("builtin"), out)
     assert pool["prompts"] == [table[p.name] for p in pngs] and pool["x"].shape == (3, 3, 32, 32)
-    assert render_views([str(tmp_path), "--out", str(out)]) == 2  # not a run: one line, exit 2
+    from tools.benchutil import run_cli
+
+    assert run_cli(lambda: render_views([str(tmp_path), "--out", str(out)]), "render_views") == 2  # not a run
+    assert not list(out.glob(f"{tmp_path.name}_*.png"))
     assert "not a run folder" in capsys.readouterr().err
+    assert run_cli(lambda: render_views([str(finished_run), "--out", str(out), "--views", "0"]), "rv") == 2
+    assert capsys.readouterr().err.strip() == "rv: --views must be >= 1, got 0"
+    (out / "prompts.json").write_text("{not json")
+    assert run_cli(lambda: render_views([str(finished_run), "--out", str(out)]), "rv") == 2
+    assert "is not readable JSON" in capsys.readouterr().err
+    assert (out / "prompts.json").read_text() == "{not json"  # left as it was

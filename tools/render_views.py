@@ -52,15 +52,13 @@ def main(argv=None) -> int:
     import imageio.v3 as iio
 
     if args.views < 1:
-        print("render_views: --views must be >= 1", file=sys.stderr)
-        return 2
+        raise DreamlmcError(f"--views must be >= 1, got {args.views}")
     args.out.mkdir(parents=True, exist_ok=True)
     table_path = args.out / PROMPTS_FILE
     try:
         table = json.loads(table_path.read_text()) if table_path.is_file() else {}
     except ValueError:
-        print(f"render_views: {table_path} is not readable JSON; move it away first", file=sys.stderr)
-        return 2
+        raise DreamlmcError(f"{table_path} is not readable JSON; move it away first") from None
     backend, written = None, 0
     try:
         for i, run in enumerate(args.runs):
@@ -70,14 +68,13 @@ def main(argv=None) -> int:
                 iio.imwrite(args.out / name, img)
                 table[name] = prompt
                 written += 1
-    except DreamlmcError as e:
-        print(f"render_views: {e}", file=sys.stderr)
-        return 2
-    finally:
+    finally:  # the images written so far keep their prompts, also when a later run fails
         atomic_write_text(table_path, json.dumps(table, indent=1, sort_keys=True))
     print(f"{args.out}: {written} images from {len(args.runs)} runs")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tools.benchutil import run_cli
+
+    sys.exit(run_cli(main, "render_views"))
