@@ -74,7 +74,7 @@ def test_optimiser_steps_move_the_tcnn_parameters(fake_tcnn):
         loss.backward()
         opt.step()
     assert not torch.equal(before, enc.tcnn.params.detach())
-    assert float((enc(x) - 1.0).square().mean()) < float(loss)
+    assert float((enc(x) - 1.0).square().mean().detach()) < float(loss.detach())
 
 
 def test_state_dict_keeps_the_level_layout_both_ways(fake_tcnn):
