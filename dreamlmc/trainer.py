@@ -173,16 +173,16 @@ class Trainer:
         """The term that shapes the asset: score distillation of the renders. -> dict with "loss" (its gradient
         w.r.t. the images is the guidance's) and diagnostics. A photometric fit (the quality benchmark's ceiling)
         overrides this."""
-        self.guidance.set_progress(self.step / max(1, self.cfg.steps))
+        self.guidance.set_progress(self.fraction_done)
         return self.guidance(out["rgb"], self.prompts_for(cams.views))
 
     def train_step(self) -> Dict[str, float]:
         cfg = self.cfg
         t0 = time.perf_counter()
         self.renderer.train()
-        self.renderer.set_progress(self.step / max(1, cfg.steps))
+        self.renderer.set_progress(self.fraction_done)
         self.renderer.update_occupancy(self.step, self.generator)
-        cams = self.sampler.sample(cfg.batch_size, self.step / max(1, cfg.steps)).to(self.device)
+        cams = self.sampler.sample(cfg.batch_size, self.fraction_done).to(self.device)
         mode = choose_mode(self.step, cfg.renderer.shading, self.generator)
         out = self.renderer(cams, mode, self.generator)
         g = self.objective(out, cams, mode)
@@ -233,13 +233,18 @@ class Trainer:
     def _set_learning_rates(self) -> None:
         """lr × lr_decay ** (step / steps) for each group: a function of the step only, so a resumed run gets the
         same rates."""
-        factor = self.cfg.lr_decay ** min(1.0, self.step / max(1, self.cfg.steps))
+        factor = self.cfg.lr_decay ** min(1.0, self.fraction_done)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
     def _recovers(self) -> bool:
         """Whether a vanished object is recovered: only an opacity penalty can be halved."""
         return bool(self.cfg.empty_patience) and self.cfg.renderer.sparsity_weight > 0
+
+    @property
+    def fraction_done(self) -> float:
+        """Training progress, step / steps: what every schedule (scale, camera, field, learning rate) reads."""
+        return self.step / max(1, self.cfg.steps)
 
     @property
     def times_went_back(self) -> int:
@@ -325,7 +330,7 @@ class Trainer:
     @torch.no_grad()
     def render_views(self, n: int, resolution: int, elevation: Optional[float] = None) -> Dict[str, torch.Tensor]:
         self.renderer.eval()
-        self.renderer.set_progress(self.step / max(1, self.cfg.steps))  # the field's schedules as trained
+        self.renderer.set_progress(self.fraction_done)  # the field's schedules as trained
         cams = orbit_cameras(self.cfg.camera, n, resolution, resolution, elevation=elevation).to(self.device)
         out = self.renderer(cams, ("lambertian", "textureless"), perturb=False, chunk=1)
         return {"rgb": out["rgb"].cpu(), "textureless": out["rgb_textureless"].cpu(), "normal": out["normal"].cpu(),
