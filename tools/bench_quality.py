@@ -21,6 +21,7 @@ same prior weights.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -57,16 +58,15 @@ def job_config(job: Dict):
 def config_tag(job: Dict) -> str:
     """A hash of the job's resolved config: a run is reused only when it trained with the same settings, however
     they were spelled (an override or a default), and never after the preset's defaults changed."""
+    return _config_tag(json.dumps(job, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)  # run_name is called many times per job; resolving a config is not free
+def _config_tag(job_json: str) -> str:
     from dataclasses import asdict
 
-    key = json.dumps(job, sort_keys=True)
-    if key not in _TAGS:
-        resolved = json.dumps(asdict(job_config(job)), sort_keys=True, default=str)
-        _TAGS[key] = hashlib.sha256(resolved.encode()).hexdigest()[:10]
-    return _TAGS[key]
-
-
-_TAGS: Dict[str, str] = {}  # job (as JSON) -> config_tag: run_name is called many times per job
+    resolved = json.dumps(asdict(job_config(json.loads(job_json))), sort_keys=True, default=str)
+    return hashlib.sha256(resolved.encode()).hexdigest()[:10]
 
 
 def run_name(job: Dict) -> str:
