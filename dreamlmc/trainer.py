@@ -75,9 +75,12 @@ class TrainConfig:
     view_prompts: bool = True  # append ", front view" etc. per camera
     checkpoint_every: int = spec(100, ge=1)
     max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
-    # when the training renders have been empty (mean opacity < 1e-3) this many steps in a row while an opacity
-    # penalty is on, go back to the last checkpoint and halve the penalty (at most 4 times; 0: never). An emptied
-    # field gets no gradient back from any view, so without this the run can only end in "no surface".
+    # when the training renders have been empty this many steps in a row while an opacity penalty is on, go back
+    # to the last checkpoint and halve the penalty (at most 4 times; 0: never). Empty: mean opacity < 1e-3, or, for
+    # the sdf geometry, no sample inside the surface (sdf < 0): a VolSDF field that has lost its zero level set
+    # still renders a haze (measured: opacity ~0.03 over the last 10 steps of a white cube whose export then found
+    # no surface). An emptied field gets no gradient back from any view, so without this the run can only end in
+    # "no surface".
     empty_patience: int = spec(10, ge=0, le=1_000_000)
     preview_resolution: int = spec(96, ge=8, le=1024)
     turntable_frames: int = spec(36, ge=1, le=720)
@@ -221,14 +224,19 @@ class Trainer:
         loss = loss.detach()
         g = {k: v.detach() for k, v in g.items()}
         rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
+               "inside": int(out["inside_points"]),
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
                "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
-        self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
+        self.empty_steps = self.empty_steps + 1 if self._is_empty(rec) else 0
         return rec
+
+    def _is_empty(self, rec: Dict) -> bool:
+        """Whether a step's renders show no object (see TrainConfig.empty_patience)."""
+        return rec["opacity"] < 1e-3 or (self.renderer.field.is_sdf and rec["inside"] == 0)
 
     def _set_learning_rates(self) -> None:
         """lr × lr_decay ** (step / steps) for each group: a function of the step only, so a resumed run gets the

@@ -79,7 +79,8 @@ class Renderer(nn.Module):
                 perturb: bool = True, chunk: Optional[int] = None) -> Dict[str, torch.Tensor]:
         """cameras: a CameraBatch (rays (B, H, W, 3)); mode: a shading mode or a tuple of them (one pass, the first
         is "rgb", the others "rgb_<mode>") -> dict with rgb (B, 3, H, W) in [0, 1], opacity (B, 1, H, W),
-        depth (B, 1, H, W), normal (B, 3, H, W) in [0, 1] (where computed), and scalar losses orientation, sparsity (unweighted) and points (samples evaluated)."""
+        depth (B, 1, H, W), normal (B, 3, H, W) in [0, 1] (where computed), scalar losses orientation, sparsity
+        (unweighted), and the counts points (samples evaluated) and inside_points (those with sdf < 0)."""
         B, H, W = cameras.rays_o.shape[:3]
         if chunk is not None:
             return self._render_chunked(cameras, mode, generator, perturb, chunk)
@@ -94,7 +95,7 @@ class Renderer(nn.Module):
 
         result = {"opacity": img(out["opacity"]), "depth": img(out["depth"]), "background": img(bg),
                   "orientation": out["orientation"], "sparsity": out["sparsity"], "points": out["points"],
-                  "eikonal": out["eikonal"], "smoothness": out["smoothness"],
+                  "inside_points": out["inside_points"], "eikonal": out["eikonal"], "smoothness": out["smoothness"],
                   "z_variance": out["z_variance"]}
         if self.field.is_sdf and self.training and self.cfg.eikonal_points > 0:
             b = self.cfg.field.bound
@@ -121,7 +122,7 @@ class Renderer(nn.Module):
             if cfg.early_stop_eps > 0:
                 tau = grid_density * delta
                 valid = valid & (torch.exp(-(torch.cumsum(tau, -1) - tau)) > cfg.early_stop_eps)
-        density, albedo, n_points = self._march(pts, delta, valid)
+        density, albedo, n_points, n_inside = self._march(pts, delta, valid)
         weights, _ = composite_weights(density, delta)
         opacity = weights.sum(-1, keepdim=True)
         depth = (weights * t).sum(-1, keepdim=True)
@@ -160,7 +161,7 @@ class Renderer(nn.Module):
         out.update(opacity=opacity, depth=depth, orientation=orientation, eikonal=eik, smoothness=smooth,
                    z_variance=zvar,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
-                   points=torch.tensor(float(n_points)))
+                   points=torch.tensor(float(n_points)), inside_points=torch.tensor(float(n_inside)))
         return out
 
     def _smoothness(self, surface_pts, normals, generator=None) -> torch.Tensor:
@@ -178,13 +179,14 @@ class Renderer(nn.Module):
         """Evaluate the field at valid samples, front to back in cfg.march_chunks chunks of samples; a ray whose
         transmittance (from the densities already evaluated) falls below early_stop_eps is not evaluated further.
         -> density (R, S) (for NeuS opacity, the density whose α over each sample's interval is NeuS's), albedo
-        (R, S, 3), number of points evaluated."""
+        (R, S, 3), number of points evaluated, and how many of them lie inside the surface (sdf < 0; 0 for the
+        density geometry, which has no surface of its own)."""
         cfg = self.cfg
         R, S = valid.shape
         neus = self.field.is_sdf and self.field.cfg.sdf_rendering == "neus"
         # skipped samples: no density; for NeuS a far-outside sdf (Φ = 1), and no opacity for their intervals
         fill = _FAR_SDF if neus else 0.0
-        geo_parts, alb_parts, n_points = [], [], 0
+        geo_parts, alb_parts, n_points, n_inside = [], [], 0, 0
         trans = torch.ones(R, device=pts.device, dtype=pts.dtype)
         prev_last = torch.full((R,), fill, device=pts.device, dtype=pts.dtype)
         bounds = torch.linspace(0, S, max(1, cfg.march_chunks) + 1).round().long().tolist()
@@ -200,6 +202,8 @@ class Renderer(nn.Module):
                 g = g.index_put(sel, g_sel if neus else self.field.density_from_geometry(g_sel))
                 a = a.index_put(sel, a_sel)
                 n_points += sel[0].numel()
+                if self.field.is_sdf:
+                    n_inside += int((g_sel.detach() < 0).sum())
             if neus:  # opacity so far: chunks overlap by one sample for the consecutive differences
                 d = _neus_density(torch.cat([prev_last[:, None], g], 1).detach(), self.field.beta,
                                   delta[:, lo - 1:hi])[:, 1:] if lo > 0 else \
@@ -212,7 +216,7 @@ class Renderer(nn.Module):
             alb_parts.append(a)
         geo = torch.cat(geo_parts, 1)
         density = _neus_density(geo, self.field.beta, delta) if neus else geo
-        return density, torch.cat(alb_parts, 1), n_points
+        return density, torch.cat(alb_parts, 1), n_points, n_inside
 
     @torch.no_grad()
     def _render_chunked(self, cameras, mode, generator, perturb, chunk):

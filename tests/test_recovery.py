@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from dreamlmc.checkpoint import CHECKPOINT, load_state
 from dreamlmc.config import load_yaml
@@ -88,3 +89,27 @@ def test_the_opacity_entropy_term_is_logged_only_when_weighted(tmp_path, weight)
     cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=2", f"renderer.entropy_weight={weight}"])
     rec = Trainer(cfg, tmp_path, progress=False).train_step()
     assert (rec["entropy"] > 0) == (weight > 0)  # the initial sphere has half-transparent edge pixels
+
+
+def _one_step(tmp_path, *overrides, sdf_shift=0.0):
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=10", *overrides])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    if sdf_shift:
+        with torch.no_grad():  # sdf = |x| - 0.5 + shift: no zero level set when shift > 0.5
+            tr.renderer.field.mlp[-1].bias[0].fill_(sdf_shift)
+    return tr, tr.train_step()
+
+
+def test_an_sdf_field_with_no_sample_inside_its_surface_counts_as_empty(tmp_path):
+    """A VolSDF field pushed outside everywhere still renders a haze that the opacity criterion (< 1e-3) misses
+    (measured: a white cube at opacity ~0.03 whose export found no surface); no sample with sdf < 0 counts."""
+    tr, rec = _one_step(tmp_path / "sphere")
+    assert tr.renderer.field.is_sdf and rec["inside"] > 0 and tr.empty_steps == 0
+    tr, rec = _one_step(tmp_path / "haze", sdf_shift=0.52)
+    assert rec["opacity"] > 1e-3  # not empty by opacity alone ...
+    assert rec["inside"] == 0 and tr.empty_steps == 1  # ... but no surface
+
+
+def test_the_density_geometry_keeps_the_opacity_criterion(tmp_path):
+    tr, rec = _one_step(tmp_path, "renderer.field.geometry=density")
+    assert rec["inside"] == 0 and rec["opacity"] > 1e-3 and tr.empty_steps == 0  # no surface to count: not empty
