@@ -199,6 +199,25 @@ def load_run(run):
     return tr
 
 
+def shape_scores(inside: Callable[[torch.Tensor], np.ndarray], shape: str, mesh) -> Dict:
+    """The geometry metrics of an asset against the world shape it should be: IoU (best over yaw) of its solid
+    (inside) and the shape it is nearest to, whether a torus's hole is open; Chamfer distance, normal consistency
+    and extents (relative to ground truth) of its mesh (a trimesh.Trimesh), sampled at 5,000 surface points."""
+    import trimesh
+
+    nearest, by_shape = nearest_shape(inside, n=40_000, yaw_step=5.0)
+    best_iou, yaw = best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
+    pred_pts, faces = trimesh.sample.sample_surface(mesh, 5000, seed=0)
+    pred_pts = np.asarray(pred_pts, np.float32)
+    gt_pts, gt_n = surface_points_of_shape(shape, 5000, yaw, normals=True)
+    extent = np.asarray(mesh.bounds[1] - mesh.bounds[0]) / np.maximum(1e-6, gt_pts.max(0) - gt_pts.min(0))
+    return {"iou": best_iou, "yaw": yaw, "nearest": nearest, "shape_correct": float(nearest == shape),
+            "iou_by_shape": by_shape, "hole": has_hole(inside) if shape == "torus" else None,
+            "chamfer": chamfer(pred_pts, gt_pts),
+            "normal_consistency": normal_consistency(pred_pts, np.asarray(mesh.face_normals)[faces], gt_pts, gt_n),
+            "extent_ratio": extent.round(3).tolist()}
+
+
 def evaluate_run(run, export: bool = True) -> Dict:
     """Every quality metric of a run of a built-in world prompt against its ground truth.
 
@@ -230,15 +249,8 @@ def evaluate_run(run, export: bool = True) -> Dict:
         grid = density_grid(fn, cfg.export.resolution, bound)
     if level == "auto":
         level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
-    inside = solid_inside_fn(grid, float(level), bound)
-    nearest, scores = nearest_shape(inside, n=40_000, yaw_step=5.0)
-    best_iou, yaw = best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
     mesh = trimesh.load(run / "model.glb", force="mesh")
-    pred_pts, faces = trimesh.sample.sample_surface(mesh, 5000, seed=0)
-    pred_pts = np.asarray(pred_pts, np.float32)
-    gt_pts, gt_n = surface_points_of_shape(shape, 5000, yaw, normals=True)
-    cd = chamfer(pred_pts, gt_pts)
-    nc = normal_consistency(pred_pts, np.asarray(mesh.face_normals)[faces], gt_pts, gt_n)
+    scores = shape_scores(solid_inside_fn(grid, float(level), bound), shape, mesh)
     vcols = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
     de = float(delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
     views = tr.render_views(8, 64)
@@ -249,11 +261,8 @@ def evaluate_run(run, export: bool = True) -> Dict:
     if (run / "DONE").exists():
         done = (run / "DONE").read_text().split()
         seconds = float(done[done.index("in") + 1]) if "in" in done else None
-    extent = np.asarray(mesh.bounds[1] - mesh.bounds[0]) / np.maximum(1e-6, gt_pts.max(0) - gt_pts.min(0))
     # A ratio is meaningless for white and black objects (ground-truth saturation ~0): those get the difference only.
-    return {"iou": best_iou, "yaw": yaw, "nearest": nearest, "shape_correct": float(nearest == shape),
-            "iou_by_shape": scores, "hole": has_hole(inside) if shape == "torus" else None,
-            "chamfer": cd, "normal_consistency": nc, "extent_ratio": extent.round(3).tolist(), "delta_e": de,
+    return {**scores, "delta_e": de,
             "saturation": sat, "saturation_gt": sat_gt, "saturation_delta": sat - sat_gt,
             "saturation_ratio": sat / sat_gt if sat_gt >= CHROMATIC_SATURATION else None,
             "sharpness_ratio": sharpness(views["rgb"]) / max(1e-9, sharpness(gt["rgb"])), "seconds": seconds}

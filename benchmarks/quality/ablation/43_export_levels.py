@@ -3,7 +3,7 @@ usage: python 43_export_levels.py RESULTS.json OUT.json --workdir SWEEP [--level
 (levels are on -sdf: 0.03 keeps the solid sdf <= -0.03)"""
 import argparse, json, time
 from pathlib import Path
-import numpy as np, torch, trimesh
+import torch, trimesh
 from dreamlmc.export import density_grid, extract_mesh
 from dreamlmc.shapes import metrics as M, world
 
@@ -27,21 +27,15 @@ for name, r in runs.items():
     out = {}
     for lv in levels:
         inside = M.solid_inside_fn(grid, lv, bound)
-        best, yaw = M.best_yaw_iou(inside, shape, n=60_000, yaw_step=5.0)
-        nearest, _ = M.nearest_shape(inside, n=40_000, yaw_step=5.0)
-        hole = M.has_hole(inside) if shape == "torus" else None
         # the project's exporter at this level (it samples the same grid again: simple over fast for a diagnostic)
         mesh0 = extract_mesh(fn, lambda p: tr.renderer.field(p)[1], bound=bound, cfg=cfg.export, threshold=lv)
-        gt, gtn = M.surface_points_of_shape(shape, 5000, yaw, normals=True)
         for it in a.smooth:
             mesh = mesh0.copy()
             if it:
                 trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=0.53, iterations=it)
-            pts, fi = trimesh.sample.sample_surface(mesh, 5000, seed=0)
-            pts = np.asarray(pts, np.float32)
-            out[f"{lv:.4f}|{it}"] = dict(iou=best, nearest=nearest, correct=float(nearest == shape), hole=hole,
-                                         chamfer=M.chamfer(pts, gt),
-                                         nc=M.normal_consistency(pts, np.asarray(mesh.face_normals)[fi], gt, gtn))
+            d = M.shape_scores(inside, shape, mesh)
+            out[f"{lv:.4f}|{it}"] = dict(iou=d["iou"], nearest=d["nearest"], correct=d["shape_correct"],
+                                         hole=d["hole"], chamfer=d["chamfer"], nc=d["normal_consistency"])
     res[name] = dict(prompt=cfg.prompt, seed=r["seed"], levels=levels, v=out)
     print(f"{name[:40]:40s} {time.time()-t0:5.1f}s", " ".join(f"{k}:{d['iou']:.3f}/{d['chamfer']:.3f}/{d['nc']:.3f}"
                                                           for k, d in out.items() if k.endswith('|0') or k.startswith('0.0000')), flush=True)
