@@ -75,12 +75,14 @@ class TrainConfig:
     view_prompts: bool = True  # append ", front view" etc. per camera
     checkpoint_every: int = spec(100, ge=1)
     max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
-    # when the training renders have been empty this many steps in a row while an opacity penalty is on, go back
-    # to the last checkpoint and halve the penalty (at most 4 times; 0: never). Empty: mean opacity < 1e-3, or, for
-    # the sdf geometry, no sample inside the surface (sdf < 0): a VolSDF field that has lost its zero level set
-    # still renders a haze (measured: opacity ~0.03 over the last 10 steps of a white cube whose export then found
-    # no surface). An emptied field gets no gradient back from any view, so without this the run can only end in
-    # "no surface".
+    # when the training renders have been empty (mean opacity < 1e-3) this many steps in a row while an opacity
+    # penalty is on, go back to the last checkpoint and halve the penalty (at most 4 times; 0: never). An emptied
+    # field gets no gradient back from any view, so without this the run can only end in "no surface". The last
+    # step goes back at once when it shows no surface: opacity < 1e-3 or, for the sdf geometry, no sample inside
+    # (sdf < 0), since a VolSDF field that has lost its zero level set still renders a haze (measured: a white cube
+    # whose inside samples fell from ~3,000 to 0 over its last 25 steps, at opacity ~0.03, then failed at export).
+    # Mid-training, 10 steps without an inside sample happen and pass (a blue sphere had 7 in a row at step ~45 and
+    # grew back), so there the opacity criterion stays.
     empty_patience: int = spec(10, ge=0, le=1_000_000)
     preview_resolution: int = spec(96, ge=8, le=1024)
     turntable_frames: int = spec(36, ge=1, le=720)
@@ -231,11 +233,11 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
-        self.empty_steps = self.empty_steps + 1 if self._is_empty(rec) else 0
+        self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
         return rec
 
-    def _is_empty(self, rec: Dict) -> bool:
-        """Whether a step's renders show no object (see TrainConfig.empty_patience)."""
+    def _no_surface(self, rec: Dict) -> bool:
+        """Whether a step's renders found no surface (see TrainConfig.empty_patience)."""
         return rec["opacity"] < 1e-3 or (self.renderer.field.is_sdf and rec["inside"] == 0)
 
     def _set_learning_rates(self) -> None:
@@ -260,18 +262,21 @@ class Trainer:
         is in the checkpoint, so the count survives a resume)."""
         return round(-math.log2(self.sparsity_scale))
 
-    def _recover_if_empty(self) -> bool:
-        """Go back to the last checkpoint with half the opacity penalty when the object has vanished (see
-        TrainConfig.empty_patience). -> True when it went back."""
-        if (not self._recovers() or self.empty_steps < self.cfg.empty_patience or self.sparsity_scale < 1.0 / 8
-                or not (self.run_dir / CHECKPOINT).exists()):
+    def _recover_if_empty(self, rec: Dict) -> bool:
+        """Go back to the last checkpoint with half the opacity penalty when the object has vanished, or when the
+        last step found no surface (see TrainConfig.empty_patience). -> True when it went back."""
+        ending = self.step == self.cfg.steps and self._no_surface(rec)
+        if (not self._recovers() or (self.empty_steps < self.cfg.empty_patience and not ending)
+                or self.sparsity_scale < 1.0 / 8 or not (self.run_dir / CHECKPOINT).exists()):
             return False
         lost, scale = self.step, self.sparsity_scale * 0.5
+        why = (f"empty renders since step {lost - self.empty_steps}" if self.empty_steps >= self.cfg.empty_patience
+               else f"no surface at the last step, {lost}")
         self.load_checkpoint()
         self.sparsity_scale = scale
         self._reseed(self.times_went_back)
-        self.log(f"the object vanished (empty renders since step {lost - self.empty_steps}); back to step "
-                 f"{self.step} with the opacity penalty x{scale:g} and new draws of cameras, t and ε")
+        self.log(f"the object vanished ({why}); back to step {self.step} with the opacity penalty x{scale:g} and "
+                 "new draws of cameras, t and ε")
         return True
 
     def _reseed(self, attempt: int) -> None:
@@ -306,7 +311,7 @@ class Trainer:
                 rec = self.train_step()
                 mf.write(json.dumps(rec) + "\n")
                 mf.flush()
-                if self._recover_if_empty():
+                if self._recover_if_empty(rec):
                     mf.close()
                     _truncate_metrics(metrics, self.step)
                     mf = open(metrics, "a")

@@ -95,21 +95,48 @@ def _one_step(tmp_path, *overrides, sdf_shift=0.0):
     cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=10", *overrides])
     tr = Trainer(cfg, tmp_path, progress=False)
     if sdf_shift:
-        with torch.no_grad():  # sdf = |x| - 0.5 + shift: no zero level set when shift > 0.5
-            tr.renderer.field.mlp[-1].bias[0].fill_(sdf_shift)
+        _push_outside(tr, sdf_shift)
     return tr, tr.train_step()
 
 
-def test_an_sdf_field_with_no_sample_inside_its_surface_counts_as_empty(tmp_path):
+def _push_outside(tr, shift):
+    with torch.no_grad():  # sdf = |x| - 0.5 + shift (+ the hash features' small part): no zero level set
+        tr.renderer.field.mlp[-1].bias[0].fill_(shift)
+
+
+def test_an_sdf_field_with_no_sample_inside_its_surface_has_no_surface(tmp_path):
     """A VolSDF field pushed outside everywhere still renders a haze that the opacity criterion (< 1e-3) misses
     (measured: a white cube at opacity ~0.03 whose export found no surface); no sample with sdf < 0 counts."""
     tr, rec = _one_step(tmp_path / "sphere")
-    assert tr.renderer.field.is_sdf and rec["inside"] > 0 and tr.empty_steps == 0
+    assert tr.renderer.field.is_sdf and rec["inside"] > 0 and not tr._no_surface(rec)
     tr, rec = _one_step(tmp_path / "haze", sdf_shift=0.52)
-    assert rec["opacity"] > 1e-3  # not empty by opacity alone ...
-    assert rec["inside"] == 0 and tr.empty_steps == 1  # ... but no surface
+    assert rec["opacity"] > 1e-3 and tr.empty_steps == 0  # not empty by opacity: mid-training it may come back
+    assert rec["inside"] == 0 and tr._no_surface(rec)  # ... but no surface
 
 
 def test_the_density_geometry_keeps_the_opacity_criterion(tmp_path):
     tr, rec = _one_step(tmp_path, "renderer.field.geometry=density")
-    assert rec["inside"] == 0 and rec["opacity"] > 1e-3 and tr.empty_steps == 0  # no surface to count: not empty
+    assert rec["inside"] == 0 and rec["opacity"] > 1e-3 and not tr._no_surface(rec)  # no surface of its own
+
+
+@pytest.mark.slow
+def test_a_run_whose_last_step_finds_no_surface_goes_back_at_once(tmp_path):
+    """The white cube (seed 4) lost its surface in its last 25 steps, too late for the 10-step patience: the last
+    step itself sends such a run back, so it ends with a surface instead of failing at export."""
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=6", "checkpoint_every=3"])
+    logs = []
+    tr = Trainer(cfg, tmp_path, progress=False, log=logs.append)
+    step, pushed = tr.train_step, []
+
+    def push_before_the_last_step():
+        if tr.step == cfg.steps - 1 and not pushed:
+            _push_outside(tr, 0.6)
+            pushed.append(tr.step)
+        return step()
+
+    tr.train_step = push_before_the_last_step
+    assert tr.train()
+    assert pushed == [5] and len(logs) == 1 and "no surface at the last step, 6" in logs[0], logs
+    assert "back to step 3" in logs[0] and tr.times_went_back == 1
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == list(range(1, 7)) and recs[-1]["inside"] > 0  # redone, with a surface
