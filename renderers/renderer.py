@@ -161,7 +161,8 @@ class Renderer(nn.Module):
         out.update(opacity=opacity, depth=depth, orientation=orientation, eikonal=eik, smoothness=smooth,
                    z_variance=zvar,
                    sparsity=torch.sqrt(opacity ** 2 + cfg.sparsity_eps).mean(),
-                   points=torch.tensor(float(n_points)), inside_points=torch.tensor(float(n_inside)))
+                   points=torch.tensor(float(n_points)),
+                   inside_points=torch.as_tensor(n_inside, device=pts.device).float())
         return out
 
     def _smoothness(self, surface_pts, normals, generator=None) -> torch.Tensor:
@@ -202,8 +203,8 @@ class Renderer(nn.Module):
                 g = g.index_put(sel, g_sel if neus else self.field.density_from_geometry(g_sel))
                 a = a.index_put(sel, a_sel)
                 n_points += sel[0].numel()
-                if self.field.is_sdf:
-                    n_inside += int((g_sel.detach() < 0).sum())
+                if self.field.is_sdf:  # a tensor: no device sync per chunk
+                    n_inside = n_inside + (g_sel.detach() < 0).sum()
             if neus:  # opacity so far: chunks overlap by one sample for the consecutive differences
                 d = _neus_density(torch.cat([prev_last[:, None], g], 1).detach(), self.field.beta,
                                   delta[:, lo - 1:hi])[:, 1:] if lo > 0 else \
