@@ -57,6 +57,9 @@ def _train_guidance() -> GuidanceConfig:
     return GuidanceConfig(fixed_eps=False, guidance_scale_end_factor=0.6, lmc=LMCConfig(weight=3.0))
 
 
+EMPTY_OPACITY = 1e-3  # a training render whose mean opacity is below this shows no object (see empty_patience)
+
+
 @dataclass
 class TrainConfig:
     prompt: str = ""
@@ -75,14 +78,14 @@ class TrainConfig:
     view_prompts: bool = True  # append ", front view" etc. per camera
     checkpoint_every: int = spec(100, ge=1)
     max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
-    # when the training renders have been empty (mean opacity < 1e-3) this many steps in a row while an opacity
-    # penalty is on, go back to the last checkpoint and halve the penalty (at most 4 times; 0: never). An emptied
-    # field gets no gradient back from any view, so without this the run can only end in "no surface". The last
-    # step goes back at once when it shows no surface: opacity < 1e-3 or, for the sdf geometry, no sample inside
+    # when the training renders have been empty (mean opacity < EMPTY_OPACITY) this many steps in a row while an
+    # opacity penalty is on, go back to the last checkpoint and halve the penalty (at most 4 times; 0: never). An
+    # emptied field gets no gradient back from any view, so without this the run can only end in "no surface". The
+    # last step goes back at once when it finds no surface: empty, or, for the sdf geometry, no sample inside
     # (sdf < 0), since a VolSDF field that has lost its zero level set still renders a haze (measured: a white cube
     # whose inside samples fell from ~3,000 to 0 over its last 25 steps, at opacity ~0.03, then failed at export).
     # Mid-training, 10 steps without an inside sample happen and pass (a blue sphere had 7 in a row at step ~45 and
-    # grew back), so there the opacity criterion stays.
+    # grew back), so there the opacity criterion stays; but no step without a surface is checkpointed.
     empty_patience: int = spec(10, ge=0, le=1_000_000)
     preview_resolution: int = spec(96, ge=8, le=1024)
     turntable_frames: int = spec(36, ge=1, le=720)
@@ -233,12 +236,12 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
-        self.empty_steps = self.empty_steps + 1 if rec["opacity"] < 1e-3 else 0
+        self.empty_steps = self.empty_steps + 1 if rec["opacity"] < EMPTY_OPACITY else 0
         return rec
 
     def _no_surface(self, rec: Dict) -> bool:
         """Whether a step's renders found no surface (see TrainConfig.empty_patience)."""
-        return rec["opacity"] < 1e-3 or (self.renderer.field.is_sdf and rec["inside"] == 0)
+        return rec["opacity"] < EMPTY_OPACITY or (self.renderer.field.is_sdf and rec["inside"] == 0)
 
     def _set_learning_rates(self) -> None:
         """lr × lr_decay ** (step / steps) for each group: a function of the step only, so a resumed run gets the
@@ -321,8 +324,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.3g}" if rec["loss"] is not None else "nan",
                                 t=f"{rec['t']:.2f}" if "t" in rec else "-", refresh=False)
-                # no periodic checkpoint of a vanished object: the run goes back to the one before
-                if (self.step % cfg.checkpoint_every == 0 and not self.empty_steps) or self.step == cfg.steps:
+                # no periodic checkpoint of a step that found no surface: a run that goes back must land on one
+                if (self.step % cfg.checkpoint_every == 0 and not self._no_surface(rec)) or self.step == cfg.steps:
                     self.save_checkpoint()
                 if self._stop_signal is not None:
                     self.save_checkpoint()

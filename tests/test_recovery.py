@@ -140,3 +140,22 @@ def test_a_run_whose_last_step_finds_no_surface_goes_back_at_once(tmp_path):
     assert "back to step 3" in logs[0] and tr.times_went_back == 1
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == list(range(1, 7)) and recs[-1]["inside"] > 0  # redone, with a surface
+
+
+@pytest.mark.slow
+def test_a_step_that_finds_no_surface_is_not_checkpointed(tmp_path):
+    """Going back must land on a field with a surface: a checkpoint step without one is skipped, so the run goes
+    back to the checkpoint before it."""
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=6", "checkpoint_every=3"])
+    logs = []
+    tr = Trainer(cfg, tmp_path, progress=False, log=logs.append)
+    step = tr.train_step
+
+    def push_before_step_3():
+        if tr.step == 2:
+            _push_outside(tr, 0.6)
+        return step()
+
+    tr.train_step = push_before_step_3
+    assert tr.train()
+    assert logs and "back to step 0" in logs[0], logs  # step 3 found no surface and was not checkpointed
