@@ -92,6 +92,7 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     ("bench_quality", ["no_equals_sign", "--prompts", "a red cube"]),
     ("make_shapes_data", ["--per-prompt", "0"]),
     ("make_shapes_data", ["--white-fraction", "1.5"]),
+    ("make_shapes_data", ["--radius", "0"]),
 ])
 def test_a_tools_bad_input_is_one_line_and_exit_2(tmp_path, tool, args):
     import subprocess

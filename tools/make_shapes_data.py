@@ -26,6 +26,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--white-fraction", type=float, default=1.0,
                     help="share of images on white; the rest on random solid greys (default 1: all white)")
+    ap.add_argument("--radius", type=float, default=None,
+                    help="one camera distance for every image (default: the trainer's random range, 2.0-2.6)")
+    ap.add_argument("--fovy", type=float, default=None,
+                    help="one vertical field of view in degrees for every image (default: random, 45-60)")
     args = ap.parse_args(argv)
     from dreamlmc.errors import DreamlmcError
 
@@ -35,8 +39,18 @@ def main(argv=None) -> int:
         raise DreamlmcError(f"--resolution must be >= 8, got {args.resolution}")
     if not 0.0 <= args.white_fraction <= 1.0:
         raise DreamlmcError(f"--white-fraction must be in [0, 1], got {args.white_fraction}")
+    from dreamlmc.cameras import CameraConfig
+    from dreamlmc.config import check_fields
+
+    camera = CameraConfig()
+    if args.radius is not None:
+        camera.radius_range = (args.radius, args.radius)
+    if args.fovy is not None:
+        camera.fovy_range = (args.fovy, args.fovy)
+    check_fields(camera, "camera")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction)
+    data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction,
+                        camera=camera)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **data)

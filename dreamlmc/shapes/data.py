@@ -2,6 +2,7 @@
 ground-truth renders of world prompts (the translation network's sources, the benchmarks' references)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Sequence
@@ -26,12 +27,14 @@ def background_colours(n: int, white_fraction: float, seed: int) -> np.ndarray:
 
 
 def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, progress: bool = True,
-                 white_fraction: float = 1.0) -> dict:
+                 white_fraction: float = 1.0, camera: CameraConfig = None) -> dict:
     """Returns uint8 images (N, R, R, 3) plus colour/shape indices, camera angles and background colours,
-    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid greys."""
+    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid greys.
+    camera: the cameras' ranges (default: CameraConfig's, the trainer's); azimuths are always drawn unstratified."""
     if not 0.0 <= white_fraction <= 1.0:
         raise DreamlmcError(f"white_fraction must be in [0, 1], got {white_fraction}")
-    cams = CameraSampler(CameraConfig(stratified=False), resolution, resolution, seed=seed)
+    camera = dataclasses.replace(camera or CameraConfig(), stratified=False)
+    cams = CameraSampler(camera, resolution, resolution, seed=seed)
     colour_names = list(COLOURS)
     pairs = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
     ci = np.repeat([p[0] for p in pairs], per_prompt)
@@ -57,7 +60,8 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
         print(file=sys.stderr)
     return {"images": images, "colour": ci.astype(np.int64), "shape": si.astype(np.int64),
             "elevation": elevation, "azimuth": azimuth, "background": backgrounds, "resolution": np.int64(resolution),
-            "seed": np.int64(seed), "white_fraction": np.float32(white_fraction)}
+            "seed": np.int64(seed), "white_fraction": np.float32(white_fraction),
+            "radius_range": np.float32(camera.radius_range), "fovy_range": np.float32(camera.fovy_range)}
 
 
 def ground_truth_renders(prompts: Sequence[str], per_prompt: int, size: int, seed: int) -> torch.Tensor:

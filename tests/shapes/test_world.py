@@ -64,6 +64,26 @@ def test_data_on_random_greys_keeps_the_white_images_and_paints_the_rest():
         make_dataset(1, 16, seed=5, progress=False, white_fraction=1.5)
 
 
+def test_data_at_one_camera_distance_and_field_of_view():
+    """--radius/--fovy: every image from one distance and field of view, so that an object's size in the image
+    tells its size in the world (with the default ranges it varies 1.8x from camera to camera)."""
+    from dreamlmc.cameras import CameraConfig
+    from dreamlmc.shapes.data import make_dataset
+
+    fixed = make_dataset(2, 32, seed=5, progress=False, camera=CameraConfig(radius_range=(2.3, 2.3),
+                                                                              fovy_range=(52.5, 52.5)))
+    default = make_dataset(2, 32, seed=5, progress=False)
+    assert np.allclose(fixed["radius_range"], 2.3) and np.allclose(fixed["fovy_range"], 52.5)
+    assert np.allclose(default["radius_range"], [2.0, 2.6])
+
+    def spread(d):  # max / min silhouette area over the sphere images (same shape and size in every image)
+        sphere = d["shape"] == world.SHAPES.index("sphere")
+        area = (d["images"][sphere] < 250).any(-1).sum((1, 2)).astype(float)
+        return area.max() / area.min()
+
+    assert spread(fixed) < 1.1 < 1.3 < spread(default)
+
+
 @pytest.mark.parametrize("prompt,expected", [
     ("a red cube", ("red", "cube", None)), ("An  ORANGE   torus ", ("orange", "torus", None)),
     ("a blue sphere, side view", ("blue", "sphere", "side")), ("a cone", (None, "cone", None))])
