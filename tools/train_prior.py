@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamlmc.cameras import view_label
+from dreamlmc.cameras import CameraConfig, view_label
 from dreamlmc.checkpoint import load_optimizer_state, load_state, optimizer_state, save_state
 from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, load_prior, make_scheduler, sample, save_prior)
 from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, prompt_for
@@ -85,9 +85,9 @@ def _training_command(workdir: Path) -> str:
     extra = ""  # data other than the default file's
     if data.get("white_fraction", 1.0) < 1.0:
         extra += f" --white-fraction {data['white_fraction']:g}"
-    for key, flag, default in (("radius_range", "--radius", (2.0, 2.6)), ("fovy_range", "--fovy", (45.0, 60.0))):
-        lo, hi = data.get(key, default)
-        if (lo, hi) != tuple(default) and lo == hi:
+    for key, flag in (("radius_range", "--radius"), ("fovy_range", "--fovy")):
+        lo, hi = data.get(key, getattr(CameraConfig(), key))
+        if lo == hi:  # make_shapes_data's one-camera option (its default is the trainer's random range)
             extra += f" {flag} {lo:g}"
     if extra:
         make += f"{extra} --out DATA"

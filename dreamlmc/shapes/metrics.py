@@ -218,6 +218,21 @@ def shape_scores(inside: Callable[[torch.Tensor], np.ndarray], shape: str, mesh)
             "extent_ratio": extent.round(3).tolist()}
 
 
+def run_solid(tr) -> Callable[[torch.Tensor], np.ndarray]:
+    """The inside test of a loaded run's asset: its field sampled on the export grid, above the exporter's iso-level,
+    enclosed cavities filled (what evaluate_run scores)."""
+    from dreamlmc.export import auto_threshold, density_grid
+
+    cfg = tr.cfg
+    bound = cfg.renderer.field.bound
+    fn, level = tr.surface()
+    with torch.no_grad():
+        grid = density_grid(fn, cfg.export.resolution, bound)
+    if level == "auto":
+        level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
+    return solid_inside_fn(grid, float(level), bound)
+
+
 def evaluate_run(run, export: bool = True) -> Dict:
     """Every quality metric of a run of a built-in world prompt against its ground truth.
 
@@ -231,7 +246,6 @@ def evaluate_run(run, export: bool = True) -> Dict:
     import trimesh
 
     from dreamlmc.cameras import orbit_cameras
-    from dreamlmc.export import auto_threshold, density_grid
     from dreamlmc.shapes.render import render_shapes
 
     run = Path(run)
@@ -243,14 +257,8 @@ def evaluate_run(run, export: bool = True) -> Dict:
         raise ValueError(f"{cfg.prompt!r} does not name both a shape and a colour of the built-in world")
     if export or not (run / "model.glb").exists():
         tr.export_mesh(run / "model.glb", cfg.export)
-    bound = cfg.renderer.field.bound
-    fn, level = tr.surface()
-    with torch.no_grad():
-        grid = density_grid(fn, cfg.export.resolution, bound)
-    if level == "auto":
-        level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
     mesh = trimesh.load(run / "model.glb", force="mesh")
-    scores = shape_scores(solid_inside_fn(grid, float(level), bound), shape, mesh)
+    scores = shape_scores(run_solid(tr), shape, mesh)
     vcols = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
     de = float(delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
     views = tr.render_views(8, 64)

@@ -6,7 +6,6 @@ on 30,000 points and a 10-degree yaw step, so its s = 1 column differs from the 
 import argparse, json, time
 from pathlib import Path
 import numpy as np, torch
-from dreamlmc.export import auto_threshold, density_grid
 from dreamlmc.shapes import metrics as M, world
 
 ap = argparse.ArgumentParser()
@@ -19,14 +18,9 @@ res = {}
 for name, r in json.load(open(a.results))["runs"].items():
     t0 = time.time()
     tr = M.load_run(Path(a.workdir) / name)
-    cfg = tr.cfg; bound = cfg.renderer.field.bound
+    cfg = tr.cfg
     shape = world.parse_prompt(cfg.prompt)["shape"]
-    fn, level = tr.surface()
-    with torch.no_grad():
-        grid = density_grid(fn, cfg.export.resolution, bound)
-    if level == "auto":
-        level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
-    inside = M.solid_inside_fn(grid, float(level), bound)
+    inside = M.run_solid(tr)
     by_scale = {s: M.best_yaw_iou(lambda p, s=s: inside(p / s), shape, n=30_000, yaw_step=10.0)[0] for s in a.scales}
     best = max(by_scale, key=by_scale.get)
     res[name] = {"prompt": cfg.prompt, "seed": r["seed"], "iou_stored": r["iou"], "by_scale": by_scale,
