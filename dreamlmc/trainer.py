@@ -75,6 +75,11 @@ class TrainConfig:
     # (stable-dreamfusion's 0.1); 1: constant
     lr_decay: float = spec(1.0, gt=0.0, le=1.0)
     adam_eps: float = spec(1e-15, gt=0.0, le=1.0)
+    # The asset from an exponential moving average of the renderer's weights (decay per step) over the steps from
+    # ema_start (a fraction of training) on, instead of the last step's weights: SDS is a noisy optimisation and its
+    # last iterate carries the last steps' noise. None: the last step's weights.
+    ema_decay: Optional[float] = spec(None, gt=0.0, lt=1.0)
+    ema_start: float = spec(0.5, ge=0.0, lt=1.0)
     view_prompts: bool = True  # append ", front view" etc. per camera
     checkpoint_every: int = spec(100, ge=1)
     max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
@@ -139,6 +144,7 @@ class Trainer:
         self.skipped = 0
         self.sparsity_scale = 1.0  # halved each time the object vanished and the run went back (state, see above)
         self.empty_steps = 0
+        self.ema: Optional[Dict[str, torch.Tensor]] = None  # see TrainConfig.ema_decay
         self._stop_signal: Optional[int] = None
 
     # ---------------------------------------------------------------------------------------------- state
@@ -146,7 +152,8 @@ class Trainer:
         return {"renderer": self.renderer.state_dict(), "optimizer": optimizer_state(self.optimizer),
                 "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "guidance": self.guidance.state_dict(),
-                "step": self.step, "skipped": self.skipped, "sparsity_scale": self.sparsity_scale}
+                "step": self.step, "skipped": self.skipped, "sparsity_scale": self.sparsity_scale,
+                **({"ema": self.ema} if self.ema is not None else {})}
 
     def save_checkpoint(self) -> Path:
         return save_state(self.run_dir / CHECKPOINT, self.state(),
@@ -164,6 +171,7 @@ class Trainer:
             self.guidance.load_state_dict(st["guidance"])
             self.step, self.skipped = int(st["step"]), int(st.get("skipped", 0))
             self.sparsity_scale = float(st.get("sparsity_scale", 1.0))
+            self.ema = st.get("ema")
             self.empty_steps = 0
         except DreamlmcError:
             raise
@@ -226,6 +234,7 @@ class Trainer:
                 raise DreamlmcError(f"{self.bad_steps} non-finite steps in a row at step {self.step}; stopped (the "
                                     "last good checkpoint is kept). Lower the learning rate or guidance scale.")
         self.step += 1
+        self._update_ema()
         loss = loss.detach()
         g = {k: v.detach() for k, v in g.items()}
         rec = {"step": self.step, "loss": float(loss) if finite else None, "mode": mode, "points": int(out["points"]),
@@ -238,6 +247,27 @@ class Trainer:
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
         self.empty_steps = self.empty_steps + 1 if rec["opacity"] < EMPTY_OPACITY else 0
         return rec
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        d = self.cfg.ema_decay
+        if d is None or self.step < self.cfg.ema_start * self.cfg.steps:
+            return
+        params = dict(self.renderer.named_parameters())
+        if self.ema is None:
+            self.ema = {n: p.detach().clone() for n, p in params.items()}
+        else:
+            for n, p in params.items():
+                self.ema[n].lerp_(p.detach(), 1.0 - d)
+
+    @torch.no_grad()
+    def _apply_ema(self) -> None:
+        """The finished run's weights become their moving average (the asset the outputs and exports show)."""
+        if self.ema is None:
+            return
+        for n, p in self.renderer.named_parameters():
+            p.copy_(self.ema[n])
+        self.renderer.update_occupancy(self.step, self.generator, force=True)
 
     def _no_surface(self, rec: Dict) -> bool:
         """Whether a step's renders found no surface (see TrainConfig.empty_patience)."""
@@ -324,6 +354,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.3g}" if rec["loss"] is not None else "nan",
                                 t=f"{rec['t']:.2f}" if "t" in rec else "-", refresh=False)
+                if self.step == cfg.steps:
+                    self._apply_ema()
                 # no periodic checkpoint of a step that found no surface: a run that goes back must land on one
                 if (self.step % cfg.checkpoint_every == 0 and not self._no_surface(rec)) or self.step == cfg.steps:
                     self.save_checkpoint()

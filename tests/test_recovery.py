@@ -159,3 +159,47 @@ def test_a_step_that_finds_no_surface_is_not_checkpointed(tmp_path):
     tr.train_step = push_before_step_3
     assert tr.train()
     assert logs and "back to step 0" in logs[0], logs  # step 3 found no surface and was not checkpointed
+
+
+def test_the_asset_is_the_moving_average_of_the_weights_and_resumes(tmp_path):
+    """ema_decay: the finished run's weights are the EMA of the weights after each step from ema_start on (what
+    the outputs and the export show), kept in checkpoints so that a resumed run averages the same way."""
+    over = ["prompt=a red cube", "steps=8", "checkpoint_every=2", "ema_decay=0.5", "ema_start=0.5"]
+
+    def trainer(d):
+        return Trainer(resolve_config([load_yaml(QUICK)], over), d, progress=False)
+
+    tr = trainer(tmp_path / "a")
+    name, p = next((n, q) for n, q in tr.renderer.named_parameters() if q.numel() > 100)
+    seen = []
+    orig = tr._update_ema
+
+    def spy():
+        if tr.step >= 4:
+            seen.append(p.detach().clone())
+        orig()
+
+    tr._update_ema = spy
+    assert tr.train()
+    expect = seen[0]
+    for w in seen[1:]:
+        expect = 0.5 * expect + 0.5 * w
+    assert not torch.equal(seen[-1], expect)  # the average differs from the last step's weights
+    assert torch.allclose(p.detach(), expect, atol=1e-6)
+    assert torch.allclose(load_state(tmp_path / "a" / CHECKPOINT)["renderer"][name], expect, atol=1e-6)
+
+    tr2 = trainer(tmp_path / "b")
+    for _ in range(6):
+        tr2.train_step()
+    tr2.save_checkpoint()
+    resumed = trainer(tmp_path / "b")
+    resumed.load_checkpoint()
+    assert resumed.ema is not None and resumed.train()
+    q = dict(resumed.renderer.named_parameters())[name]
+    assert torch.allclose(q.detach(), expect, atol=1e-5)
+
+
+def test_without_ema_the_asset_is_the_last_steps_weights(tmp_path):
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=3"])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    assert tr.train() and tr.ema is None and "ema" not in load_state(tmp_path / CHECKPOINT)
