@@ -49,6 +49,9 @@ class GuidanceConfig:
     # the object early, small t refines it late
     t_max_end: Optional[float] = spec(None, ge=0.0, le=1.0)
     weighting: Literal["sds", "uniform"] = "sds"
+    # timesteps: independent uniform draws ("random"), or a low-discrepancy sequence over the steps ("stratified":
+    # every stretch of training covers the t range evenly, less variance in what the last steps did)
+    t_sampling: Literal["random", "stratified"] = "random"
     fixed_eps: bool = True
     eps_seed: int = spec(0, ge=0, le=2**63 - 1)
     corrective: str = spec("auto", nonempty=True)  # path to a k_psi .safetensors, "auto" (the prior's shipped one) or "identity"
@@ -89,7 +92,8 @@ class ScoreDistillation:
     def __init__(self, cfg: GuidanceConfig, backend: DiffusionBackend, seed: int = 0,
                  corrective: Optional[Corrective] = None):
         self.cfg, self.backend = cfg, backend
-        self.noise = NoiseSource(backend.latent_shape, cfg.fixed_eps, cfg.eps_seed, seed)
+        self.noise = NoiseSource(backend.latent_shape, cfg.fixed_eps, cfg.eps_seed, seed,
+                                 stratified_t=cfg.t_sampling == "stratified")
         T = backend.num_train_timesteps
         self.t_min, self.t_max = int(round(cfg.t_range[0] * T)), min(T - 1, int(round(cfg.t_range[1] * T)))
         self.corrective = corrective

@@ -176,6 +176,27 @@ def test_state_dict_round_trip_makes_resume_exact():
     assert torch.equal(g.sample(1), f.sample(1))
 
 
+def test_stratified_timesteps_cover_the_range_evenly_and_resume():
+    """t_sampling=stratified: any 10 consecutive steps put about one t in each tenth of the range (independent draws
+    leave some tenths empty and fill others 3-4 times), reproducibly and across a resume."""
+    def worst(src):
+        ts = torch.cat([src.timesteps(1, 20, 980) for _ in range(200)])
+        bins = ((ts - 20) * 10 // 961).view(20, 10)
+        return max(int(torch.bincount(b, minlength=10).max()) for b in bins)
+
+    assert worst(NoiseSource((3, 8, 8), fixed=False, seed=1, stratified_t=True)) <= 2
+    assert worst(NoiseSource((3, 8, 8), fixed=False, seed=1)) >= 3
+    a = NoiseSource((3, 8, 8), fixed=False, seed=2, stratified_t=True)
+    assert not torch.equal(a.timesteps(4, 20, 980), NoiseSource((3, 8, 8), False, seed=3, stratified_t=True)
+                           .timesteps(4, 20, 980))
+    t = a.timesteps(4, 20, 980)
+    assert t.min() >= 20 and t.max() <= 980 and len(set(((t - 20) * 4 // 961).tolist())) == 4  # a batch spreads
+    state = a.state_dict()
+    b = NoiseSource((3, 8, 8), fixed=False, seed=999, stratified_t=True)
+    b.load_state_dict(state)
+    assert torch.equal(b.timesteps(4, 20, 980), a.timesteps(4, 20, 980))
+
+
 def test_per_view_batching_matches_unbatched(batch):
     images, t, eps = batch
     cfg = GuidanceConfig(kind="lmc-sds", guidance_scale=10.0, fixed_eps=False, corrective="identity")
