@@ -28,6 +28,9 @@ class CameraConfig:
     jitter: float = spec(0.02, ge=0.0, le=1.0)  # std of the look-at point around the origin, scene units
     light_jitter: float = spec(0.5, ge=0.0, le=100.0)  # std of the point light around the camera position, scene units
     stratified: bool = True  # azimuths spread evenly within a batch, each jittered in its own bin
+    # (azimuth, elevation) from a 2D low-discrepancy sequence over the steps (Roberts' R2) instead of independent
+    # draws: every stretch of training views the object evenly from all sides (overrides `stratified`)
+    sequence: bool = False
     # Progressive views (stable-dreamfusion's --progressive_view, threestudio's progressive_until): the azimuth range
     # starts at progressive_init of its width, centred on its middle (the front), and widens linearly to the full
     # range at this fraction of training; None: the full range throughout
@@ -133,12 +136,19 @@ def _make_batch(elevation, azimuth, radius, fovy, target, light_pos, height, wid
     return CameraBatch(rays_o, rays_d, c2w, elevation, azimuth, radius, fovy, light_pos, views)
 
 
+# Roberts' R2 sequence: frac(k / g, k / g^2) with g the plastic number, evenly spread in 2D for any run of k
+_PLASTIC = 1.324717957244746
+R2 = torch.tensor([1.0 / _PLASTIC, 1.0 / _PLASTIC ** 2], dtype=torch.float64)
+
+
 class CameraSampler:
     """Random training cameras, reproducible from a seed (its own generator, so other RNG use cannot shift it)."""
 
     def __init__(self, cfg: CameraConfig, height: int, width: int, seed: int = 0):
         self.cfg, self.height, self.width = cfg, height, width
         self.generator = torch.Generator().manual_seed(seed)
+        self.offset = torch.rand(2, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+        self.calls = 0  # cameras drawn so far (the sequence's index)
 
     def _uniform(self, n: int, lo_hi) -> torch.Tensor:
         lo, hi = lo_hi
@@ -160,7 +170,14 @@ class CameraSampler:
         c, g = self.cfg, self.generator
         elevation = self._uniform(batch_size, c.elevation_range)
         lo, hi = self.azimuth_range(progress)
-        if c.stratified:
+        if c.sequence:
+            k = torch.arange(self.calls, self.calls + batch_size, dtype=torch.float64)[:, None]
+            u = ((self.offset + k * R2) % 1.0).float()
+            self.calls += batch_size
+            azimuth = lo + (hi - lo) * u[:, 0]
+            elo, ehi = c.elevation_range
+            elevation = elo + (ehi - elo) * u[:, 1]
+        elif c.stratified:
             bins = (torch.arange(batch_size) + torch.rand(batch_size, generator=g)) / batch_size
             azimuth = lo + (hi - lo) * ((bins + torch.rand(1, generator=g)) % 1.0)
         else:
@@ -173,10 +190,13 @@ class CameraSampler:
         return _make_batch(elevation, azimuth, radius, fovy, target, light_pos, self.height, self.width)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "calls": self.calls, "offset": self.offset.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self.calls = int(state.get("calls", 0))
+        if "offset" in state:
+            self.offset = state["offset"].clone().double()
 
 
 def orbit_cameras(cfg: CameraConfig, n: int, height: int, width: int, elevation: Optional[float] = None,

@@ -88,3 +88,29 @@ def test_the_trainer_narrows_its_early_views_with_progressive_views(tmp_path):
         tr.train_step()
     assert [p for p, _ in seen] == [0.0, 0.25, 0.5]
     assert seen[0][1] <= 36.0  # the first step looks at the front only (20 % of the full circle)
+
+
+def test_sequence_views_every_side_evenly_and_resumes():
+    """camera.sequence: any 16 consecutive single-view steps put 3-5 views in each azimuth quadrant and each half
+    of the elevation range (independent draws leave a quadrant with 0-1 now and then), within the ranges, and a
+    resumed sampler continues the sequence."""
+    cfg = CameraConfig(elevation_range=(0.0, 30.0), sequence=True)
+
+    def worst(sampler):
+        az = torch.cat([sampler.sample(1).azimuth for _ in range(160)]).view(10, 16)
+        quad = ((az + 180.0) // 90.0).long().clamp(0, 3)
+        return min(int(torch.bincount(q, minlength=4).min()) for q in quad), max(
+            int(torch.bincount(q, minlength=4).max()) for q in quad)
+
+    lo, hi = worst(CameraSampler(cfg, 4, 4, seed=0))
+    assert lo >= 3 and hi <= 5
+    rlo, rhi = worst(CameraSampler(CameraConfig(elevation_range=(0.0, 30.0)), 4, 4, seed=0))
+    assert rlo <= 1 or rhi >= 7
+    a = CameraSampler(cfg, 4, 4, seed=2)
+    el = torch.cat([a.sample(1).elevation for _ in range(16)])
+    assert el.min() >= 0 and el.max() <= 30 and 5 <= int((el < 15).sum()) <= 11
+    state = a.state_dict()
+    expected = a.sample(2)
+    b = CameraSampler(cfg, 4, 4, seed=99)
+    b.load_state_dict(state)
+    assert torch.equal(b.sample(2).c2w, expected.c2w)
