@@ -77,12 +77,16 @@ def auto_threshold(grid: np.ndarray, cell: float) -> float:
 
 
 def extract_mesh(density_fn: Callable, albedo_fn: Callable, bound: float = 1.0, cfg: ExportConfig = ExportConfig(),
-                 threshold: Optional[Threshold] = None):
-    """-> trimesh.Trimesh with vertex colours (RGBA uint8), or textured when cfg.texture."""
+                 threshold: Optional[Threshold] = None, grid: Optional[np.ndarray] = None):
+    """-> trimesh.Trimesh with vertex colours (RGBA uint8), or textured when cfg.texture. grid: density_fn already
+    sampled by density_grid at cfg.resolution (a caller that needs the grid too samples it once)."""
     import trimesh
     from skimage.measure import marching_cubes
 
-    grid = density_grid(density_fn, cfg.resolution, bound)
+    if grid is None:
+        grid = density_grid(density_fn, cfg.resolution, bound)
+    elif grid.shape != (cfg.resolution,) * 3:
+        raise ValueError(f"grid of shape {grid.shape} for export resolution {cfg.resolution}")
     thr = cfg.threshold if threshold is None else threshold
     level = auto_threshold(grid, 2 * bound / cfg.resolution) if thr == "auto" else float(thr)
     if not np.isfinite(grid).all():

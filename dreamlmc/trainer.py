@@ -411,7 +411,7 @@ class Trainer:
 
         return density, self.cfg.export.threshold
 
-    def export_mesh(self, path: Path, ecfg: ExportConfig, threshold=None) -> Path:
+    def export_mesh(self, path: Path, ecfg: ExportConfig, threshold=None, grid=None) -> Path:
         field_ = self.renderer.field.eval()
         fn, level = self.surface()
 
@@ -419,7 +419,7 @@ class Trainer:
             return field_(p.to(self.device))[1]
 
         mesh = extract_mesh(fn, albedo, bound=self.cfg.renderer.field.bound, cfg=ecfg,
-                            threshold=level if threshold is None else threshold)
+                            threshold=level if threshold is None else threshold, grid=grid)
         write_mesh(mesh, path, ecfg.format)
         return path
 

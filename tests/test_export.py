@@ -69,3 +69,14 @@ def test_other_formats(tmp_path, fmt):
     mesh = extract_mesh(sphere_density, albedo, cfg=ExportConfig(resolution=32))
     write_mesh(mesh, tmp_path / f"m.{fmt}", fmt)
     assert len(trimesh.load(tmp_path / f"m.{fmt}", force="mesh").faces) == len(mesh.faces)
+
+
+def test_a_grid_sampled_once_gives_the_same_mesh_and_must_match_the_resolution():
+    from dreamlmc.export import density_grid
+
+    cfg = ExportConfig(resolution=32)
+    grid = density_grid(sphere_density, 32, 1.0)
+    a, b = extract_mesh(sphere_density, albedo, cfg=cfg), extract_mesh(None, albedo, cfg=cfg, grid=grid)
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    with pytest.raises(ValueError, match="resolution 32"):
+        extract_mesh(None, albedo, cfg=cfg, grid=density_grid(sphere_density, 16, 1.0))

@@ -6,7 +6,7 @@ relative to ground-truth renders of the same cameras; diversity across fixed-ε 
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -218,16 +218,24 @@ def shape_scores(inside: Callable[[torch.Tensor], np.ndarray], shape: str, mesh)
             "extent_ratio": extent.round(3).tolist()}
 
 
-def run_solid(tr) -> Callable[[torch.Tensor], np.ndarray]:
-    """The inside test of a loaded run's asset: its field sampled on the export grid, above the exporter's iso-level,
-    enclosed cavities filled (what evaluate_run scores)."""
-    from dreamlmc.export import auto_threshold, density_grid
+def export_grid(tr) -> np.ndarray:
+    """A loaded run's surface field sampled on the exporter's grid (what export_mesh and run_solid both read)."""
+    from dreamlmc.export import density_grid
+
+    fn, _ = tr.surface()
+    with torch.no_grad():
+        return density_grid(fn, tr.cfg.export.resolution, tr.cfg.renderer.field.bound)
+
+
+def run_solid(tr, grid: Optional[np.ndarray] = None) -> Callable[[torch.Tensor], np.ndarray]:
+    """The inside test of a loaded run's asset: its field sampled on the export grid (export_grid, or the one
+    given), above the exporter's iso-level, enclosed cavities filled (what evaluate_run scores)."""
+    from dreamlmc.export import auto_threshold
 
     cfg = tr.cfg
     bound = cfg.renderer.field.bound
-    fn, level = tr.surface()
-    with torch.no_grad():
-        grid = density_grid(fn, cfg.export.resolution, bound)
+    _, level = tr.surface()
+    grid = export_grid(tr) if grid is None else grid
     if level == "auto":
         level = auto_threshold(grid, 2 * bound / cfg.export.resolution)
     return solid_inside_fn(grid, float(level), bound)
@@ -255,10 +263,11 @@ def evaluate_run(run, export: bool = True) -> Dict:
     shape, colour = parts["shape"], parts["colour"]
     if shape is None or colour is None:
         raise ValueError(f"{cfg.prompt!r} does not name both a shape and a colour of the built-in world")
+    grid = export_grid(tr)
     if export or not (run / "model.glb").exists():
-        tr.export_mesh(run / "model.glb", cfg.export)
+        tr.export_mesh(run / "model.glb", cfg.export, grid=grid)
     mesh = trimesh.load(run / "model.glb", force="mesh")
-    scores = shape_scores(run_solid(tr), shape, mesh)
+    scores = shape_scores(run_solid(tr, grid), shape, mesh)
     vcols = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
     de = float(delta_e(vcols, np.broadcast_to(np.array(world.COLOURS[colour]), vcols.shape)).mean())
     views = tr.render_views(8, 64)
