@@ -99,6 +99,21 @@ def test_scale_one_is_purely_conditional_and_skips_the_unconditional_call(batch)
     assert be.calls == 1  # one UNet call with the conditional embedding only
 
 
+def test_guidance_interval_uses_the_high_t_scale_from_guidance_t_max_on(batch):
+    """t = (100, 700) with guidance_t_max 0.5: the first view is guided at s = 7.5, the second at high_t_scale."""
+    images, t, eps = batch
+    for high_s in (1.0, 3.0):
+        cfg = GuidanceConfig(kind="sds", guidance_scale=7.5, fixed_eps=False, guidance_t_max=0.5, high_t_scale=high_s)
+        _, grad, _ = run(cfg, images, ("a red cube", "a red cube"), t, eps)
+        low, _, _ = closed_form_sds(images[:1], ("a red cube",), t[:1], eps[:1], 7.5)
+        high, _, _ = closed_form_sds(images[1:], ("a red cube",), t[1:], eps[1:], high_s)
+        torch.testing.assert_close(grad, torch.cat([low, high]), rtol=1e-5, atol=1e-7)
+    # every view above the interval at scale 1: purely conditional, no unconditional UNet call
+    cfg = GuidanceConfig(kind="sds", guidance_scale=7.5, fixed_eps=False, guidance_t_max=0.05)
+    _, _, be = run(cfg, images, ("a red cube", "a red cube"), t, eps)
+    assert be.calls == 1
+
+
 @pytest.mark.parametrize("gradient", ["jacobian", "residual"])
 def test_identity_corrective_makes_lmc_equal_sds(batch, gradient):
     images, t, eps = batch
