@@ -6,6 +6,7 @@ and, once finished, model.glb, preview.png and turntable.mp4 (or .gif).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -129,6 +130,10 @@ class Trainer:
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)
+        # views from below for the opacity penalty only (RendererConfig.sparsity_below_views)
+        below = dataclasses.replace(cfg.camera, elevation_range=tuple(cfg.renderer.sparsity_below_elevation),
+                                    sequence=False, progressive_until=None)
+        self.sampler_below = CameraSampler(below, max(8, res // 2), max(8, res // 2), seed=cfg.seed + 5)
         self.renderer = Renderer(cfg.renderer, device=self.device).to(self.device)
         self.guidance = ScoreDistillation(cfg.guidance, backend, seed=cfg.seed + 1)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
@@ -150,7 +155,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- state
     def state(self) -> Dict:
         return {"renderer": self.renderer.state_dict(), "optimizer": optimizer_state(self.optimizer),
-                "sampler": self.sampler.state_dict(), "generator": self.generator.get_state(),
+                "sampler": self.sampler.state_dict(), "sampler_below": self.sampler_below.state_dict(),
+                "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "guidance": self.guidance.state_dict(),
                 "step": self.step, "skipped": self.skipped, "sparsity_scale": self.sparsity_scale,
                 **({"ema": self.ema} if self.ema is not None else {})}
@@ -166,6 +172,8 @@ class Trainer:
             self.renderer.load_state_dict(st["renderer"])
             load_optimizer_state(self.optimizer, st["optimizer"])
             self.sampler.load_state_dict(st["sampler"])
+            if "sampler_below" in st:
+                self.sampler_below.load_state_dict(st["sampler_below"])
             self.generator.set_state(st["generator"])
             torch.set_rng_state(st["torch_rng"])
             self.guidance.load_state_dict(st["guidance"])
@@ -203,10 +211,15 @@ class Trainer:
         out = self.renderer(cams, mode, self.generator)
         g = self.objective(out, cams, mode)
         loss = g["loss"] + cfg.renderer.orientation_weight * out["orientation"]
+        sparsity_below = torch.zeros(())
         if cfg.renderer.sparsity_weight > 0:
             ramp = cfg.renderer.sparsity_ramp
             frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
             loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * out["sparsity"]
+            if cfg.renderer.sparsity_below_views:
+                below = self.sampler_below.sample(cfg.renderer.sparsity_below_views).to(self.device)
+                sparsity_below = self.renderer(below, "albedo", self.generator)["sparsity"]
+                loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity_below
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         if cfg.renderer.smooth_weight > 0:
@@ -242,6 +255,7 @@ class Trainer:
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
                "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
+               "sparsity_below": float(sparsity_below.detach()),
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})

@@ -203,3 +203,24 @@ def test_without_ema_the_asset_is_the_last_steps_weights(tmp_path):
     cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=3"])
     tr = Trainer(cfg, tmp_path, progress=False)
     assert tr.train() and tr.ema is None and "ema" not in load_state(tmp_path / CHECKPOINT)
+
+
+def test_views_from_below_feed_the_opacity_penalty_only_when_asked(tmp_path):
+    """renderer.sparsity_below_views: extra views from below whose opacity penalty joins the loss (the initial
+    sphere is visible from below, so the term is positive), drawn from their own resumable sampler."""
+    def first(d, *over):
+        cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=4", "renderer.sparsity_weight=200",
+                                                  *over])
+        tr = Trainer(cfg, d, progress=False)
+        return tr, tr.train_step()
+
+    _, off = first(tmp_path / "off")
+    tr, on = first(tmp_path / "on", "renderer.sparsity_below_views=2")
+    assert off["sparsity_below"] == 0.0 and on["sparsity_below"] > 0.1
+    assert on["t"] == off["t"]  # the guided views' draws are not shifted by the extra views
+    tr.save_checkpoint()
+    again = Trainer(tr.cfg, tmp_path / "on", progress=False)
+    again.load_checkpoint()
+    assert torch.equal(again.sampler_below.sample(1).c2w, tr.sampler_below.sample(1).c2w)
+    el = tr.sampler_below.sample(8).elevation
+    assert (el >= -60).all() and (el <= -20).all()
