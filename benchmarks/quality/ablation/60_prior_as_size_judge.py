@@ -10,8 +10,10 @@ from dreamlmc.cameras import _make_batch, spherical_to_position, view_label
 from dreamlmc.guidance.backends.builtin import BuiltinBackend
 from dreamlmc.guidance.diffusion import coefficients, add_noise
 torch.set_num_threads(1)
+# usage: python 60_prior_as_size_judge.py RESULTS.json ORACLE.json (row 56's output) OUT.json FIXEDCAM_PRIOR
+# (row 57's weights: git show 51a49c8:benchmarks/quality/ablation/57_prior_fixed_camera.safetensors > prior.safetensors)
 res = json.load(open(sys.argv[1])); oracle = json.load(open(sys.argv[2])); outp = sys.argv[3]
-priors = {"shipped": BuiltinBackend(), "fixedcam": BuiltinBackend(Path(__file__).with_name("57_prior_fixed_camera.safetensors"))}
+priors = {"shipped": BuiltinBackend(), "fixedcam": BuiltinBackend(sys.argv[4])}
 SC = [0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2]
 TS = torch.tensor([100, 200, 300, 400, 500, 600, 700, 800])
 n, el, R0, FOV = 8, 15.0, 2.3, 52.5
