@@ -29,7 +29,8 @@ class CameraConfig:
     light_jitter: float = spec(0.5, ge=0.0, le=100.0)  # std of the point light around the camera position, scene units
     stratified: bool = True  # azimuths spread evenly within a batch, each jittered in its own bin
     # (azimuth, elevation) from a 2D low-discrepancy sequence over the steps (Roberts' R2) instead of independent
-    # draws: every stretch of training views the object evenly from all sides (overrides `stratified`)
+    # draws: every stretch of training views the object evenly from all sides (overrides `stratified`; the white
+    # cube flattens, README row 66)
     sequence: bool = False
     # Progressive views (stable-dreamfusion's --progressive_view, threestudio's progressive_until): the azimuth range
     # starts at progressive_init of its width, centred on its middle (the front), and widens linearly to the full

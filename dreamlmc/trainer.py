@@ -78,7 +78,7 @@ class TrainConfig:
     adam_eps: float = spec(1e-15, gt=0.0, le=1.0)
     # The asset from an exponential moving average of the renderer's weights (decay per step) over the steps from
     # ema_start (a fraction of training) on, instead of the last step's weights: SDS is a noisy optimisation and its
-    # last iterate carries the last steps' noise. None: the last step's weights.
+    # last iterate carries the last steps' noise (0.99: noise in 3D, README row 62). None: the last step's weights.
     ema_decay: Optional[float] = spec(None, gt=0.0, lt=1.0)
     ema_start: float = spec(0.5, ge=0.0, lt=1.0)
     view_prompts: bool = True  # append ", front view" etc. per camera

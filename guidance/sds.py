@@ -48,7 +48,8 @@ class GuidanceConfig:
     # Guidance interval (Kynkäänniemi et al. 2024): views noised to t >= guidance_t_max (a fraction of the
     # schedule) get the scale high_t_scale instead of guidance_scale. Large t decides the layout, and there a high
     # scale inflates what the prior draws (its red cubes at s = 7.5 cover 1.4x the area of those at s = 1 from the
-    # same noise; spheres do not grow); None: one scale at every t.
+    # same noise; spheres do not grow). In 3D it does the opposite (at 0.6: red cube 1.43x too large, IoU -0.149,
+    # README row 63); None: one scale at every t.
     guidance_t_max: Optional[float] = spec(None, gt=0.0, le=1.0)
     high_t_scale: float = spec(1.0, ge=0.0, le=1e4)
     # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
@@ -56,7 +57,8 @@ class GuidanceConfig:
     t_max_end: Optional[float] = spec(None, ge=0.0, le=1.0)
     weighting: Literal["sds", "uniform"] = "sds"
     # timesteps: independent uniform draws ("random"), or a low-discrepancy sequence over the steps ("stratified":
-    # every stretch of training covers the t range evenly, less variance in what the last steps did)
+    # every stretch of training covers the t range evenly, less variance in what the last steps did; no gain in 3D,
+    # README row 64)
     t_sampling: Literal["random", "stratified"] = "random"
     fixed_eps: bool = True
     eps_seed: int = spec(0, ge=0, le=2**63 - 1)

@@ -38,7 +38,8 @@ class RendererConfig:
     sparsity_ramp: float = spec(0.0, ge=0.0, le=1.0)
     # extra views per step from below (elevations in sparsity_below_elevation, half the training resolution) that
     # only the opacity penalty sees: the guided views (elevations 0-30) never see the underside, where a skirt can
-    # hang unpenalised (measured: default cones reach 0.08-0.19 below their base, white cubes 0.12-0.48); 0: none
+    # hang unpenalised (measured: default cones reach 0.08-0.19 below their base, white cubes 0.12-0.48). One view
+    # removes the skirts but flattens the white cube (README row 65); 0: none
     sparsity_below_views: int = spec(0, ge=0, le=16)
     sparsity_below_elevation: Tuple[float, float] = spec((-60.0, -20.0), ge=-90.0, le=0.0, ordered=True)
     # sdf geometry: weight of the eikonal term (|grad sdf| = 1) at the shaded samples and at eikonal_points random
