@@ -215,11 +215,12 @@ class Trainer:
         if cfg.renderer.sparsity_weight > 0:
             ramp = cfg.renderer.sparsity_ramp
             frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
-            loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * out["sparsity"]
+            sparsity = out["sparsity"]
             if cfg.renderer.sparsity_below_views:
                 below = self.sampler_below.sample(cfg.renderer.sparsity_below_views).to(self.device)
                 sparsity_below = self.renderer(below, "albedo", self.generator)["sparsity"]
-                loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity_below
+                sparsity = sparsity + sparsity_below
+            loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         if cfg.renderer.smooth_weight > 0:

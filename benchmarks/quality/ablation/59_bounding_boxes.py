@@ -16,7 +16,7 @@ for f in sys.argv[1:-1]:
         tr = load_run(run); cfg = tr.cfg
         shape = world.parse_prompt(cfg.prompt)["shape"]
         inside = np.asarray(run_solid(tr)(P)).reshape(-1)
-        gt = (world.SDFS[shape](P) <= 0).numpy().reshape(-1)
+        gt = (world.sdf(shape, P) <= 0).numpy().reshape(-1)
         def bb(m):
             p = P.numpy()[m.astype(bool)]
             return p.min(0).round(3).tolist(), p.max(0).round(3).tolist(), p.mean(0).round(3).tolist()
