@@ -93,6 +93,7 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     ("make_shapes_data", ["--per-prompt", "0"]),
     ("make_shapes_data", ["--white-fraction", "1.5"]),
     ("make_shapes_data", ["--radius", "0"]),
+    ("make_shapes_data", ["--elevation", "30", "-10"]),
 ])
 def test_a_tools_bad_input_is_one_line_and_exit_2(tmp_path, tool, args):
     import subprocess
@@ -122,3 +123,23 @@ def test_runs_are_named_by_their_resolved_config():
     assert run_name(dict(job, steps=999)) != run_name(job)
     ceiling = dict(job, kind="ceiling", scale=None)
     assert run_name(ceiling) != run_name(dict(ceiling, overrides=["renderer.field.geometry=density"]))
+
+
+def test_prior_data_from_below_records_its_elevations(tmp_path):
+    """make_shapes_data --elevation draws the data set's cameras in that band, stores the band, and a fine-tune's
+    card names it in the command that reproduces the weights (the default band adds nothing)."""
+    import json
+
+    from dreamlmc.cameras import CameraConfig
+    from dreamlmc.shapes.data import make_dataset
+    from tools.train_prior import _training_command
+
+    data = make_dataset(1, 8, seed=0, progress=False, camera=CameraConfig(elevation_range=(-45.0, -20.0)))
+    assert data["elevation"].min() >= -45.0 and data["elevation"].max() <= -20.0
+    assert list(data["elevation_range"]) == [-45.0, -20.0]
+    (tmp_path / "init.json").write_text(json.dumps({"weights": "prior.safetensors"}))
+    (tmp_path / "data.json").write_text(json.dumps({"elevation_range": [-45.0, 45.0], "lr": 2e-4}))
+    cmd = _training_command(tmp_path)
+    assert "make_shapes_data.py --elevation -45 45 --out DATA" in cmd and "--data DATA" in cmd
+    (tmp_path / "data.json").write_text(json.dumps({"elevation_range": list(CameraConfig().elevation_range)}))
+    assert "--elevation" not in _training_command(tmp_path)

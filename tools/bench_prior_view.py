@@ -7,7 +7,7 @@ image the prior finds unlikely under its prompt has a larger error, and score di
 towards something else. Perfect renders are used here (analytic ground truth), so any excess is the render
 style's, not the NeRF's. Same prompts, cameras, timesteps and noise for every condition.
 
-    python tools/bench_prior_view.py [--per-prompt 4] [--out benchmarks/prior_view.json] [--figure docs/prior_view.png]
+    python tools/bench_prior_view.py [--model W] [--per-prompt 4] [--out benchmarks/prior_view.json] [--figure docs/prior_view.png]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ CONDITIONS = [
     ("lambertian, el -10..45, white (training data)", "lambertian", (-10.0, 45.0), "white"),
     ("albedo (flat colour)", "albedo", (-10.0, 45.0), "white"),
     ("textureless (grey, lambertian)", "textureless", (-10.0, 45.0), "white"),
+    ("lambertian, el -45..-10 (from below)", "lambertian", (-45.0, -10.0), "white"),
     ("lambertian, el 45..60", "lambertian", (45.0, 60.0), "white"),
     ("lambertian, el 60..89 (overhead label)", "lambertian", (60.0, 89.0), "white"),
     ("lambertian, random solid background", "lambertian", (-10.0, 45.0), "random"),
@@ -89,8 +90,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--figure", default=None, help="a PNG with example renders per condition (rows)")
+    ap.add_argument("--model", default=None, help="prior weights (default: the shipped built-in prior)")
     args = ap.parse_args(argv)
-    be = BuiltinBackend()
+    be = BuiltinBackend(args.model)
     R = be.image_resolution
     t_fracs = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7]
     rows, examples = [], []
@@ -113,6 +115,7 @@ def main(argv=None) -> int:
     cols = ["condition", "denoising_mse", "ratio_to_training_data", "ratio_se"] + [f"t={tf:g}" for tf in t_fracs]
     print(table(rows, cols))
     path = write_json("prior_view", {"machine": machine(), "rows": rows, "per_prompt": args.per_prompt,
+                                     "weights": str(be.weights), "fingerprint": be.fingerprint,
                                      "t_fracs": t_fracs}, args.out)
     print(f"wrote {path}")
     if args.figure:

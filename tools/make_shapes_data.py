@@ -30,6 +30,9 @@ def main(argv=None) -> int:
                     help="one camera distance for every image (default: the trainer's random range, 2.0-2.6)")
     ap.add_argument("--fovy", type=float, default=None,
                     help="one vertical field of view in degrees for every image (default: random, 45-60)")
+    ap.add_argument("--elevation", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="camera elevation range in degrees (default: the trainer's, -10 45); views below the "
+                         "object keep their azimuth's label (front/side/back), as DreamFusion's do")
     args = ap.parse_args(argv)
     from dreamlmc.errors import DreamlmcError
 
@@ -47,6 +50,8 @@ def main(argv=None) -> int:
         camera.radius_range = (args.radius, args.radius)
     if args.fovy is not None:
         camera.fovy_range = (args.fovy, args.fovy)
+    if args.elevation is not None:
+        camera.elevation_range = tuple(args.elevation)
     check_fields(camera, "camera")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction,

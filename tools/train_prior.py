@@ -89,6 +89,8 @@ def _training_command(workdir: Path) -> str:
         lo, hi = data.get(key, getattr(CameraConfig(), key))
         if lo == hi:  # make_shapes_data's one-camera option (its default is the trainer's random range)
             extra += f" {flag} {lo:g}"
+    if "elevation_range" in data and tuple(data["elevation_range"]) != tuple(CameraConfig().elevation_range):
+        extra += " --elevation {:g} {:g}".format(*data["elevation_range"])
     if extra:
         make += f"{extra} --out DATA"
         train += " --data DATA"
@@ -200,7 +202,8 @@ def main(argv=None) -> int:
     images, colours, shapes, views, data_seed = load_data(args.data)
     with np.load(args.data) as d:
         white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
-        cams = {k: [round(float(v), 4) for v in d[k]] for k in ("radius_range", "fovy_range") if k in d}
+        cams = {k: [round(float(v), 4) for v in d[k]] for k in ("radius_range", "fovy_range", "elevation_range")
+                if k in d}
     (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
                                                         "seed": data_seed, "white_fraction": white, **cams,
                                                         "lr": args.lr, "warmup": args.warmup,

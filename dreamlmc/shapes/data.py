@@ -61,7 +61,8 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
     return {"images": images, "colour": ci.astype(np.int64), "shape": si.astype(np.int64),
             "elevation": elevation, "azimuth": azimuth, "background": backgrounds, "resolution": np.int64(resolution),
             "seed": np.int64(seed), "white_fraction": np.float32(white_fraction),
-            "radius_range": np.float32(camera.radius_range), "fovy_range": np.float32(camera.fovy_range)}
+            "radius_range": np.float32(camera.radius_range), "fovy_range": np.float32(camera.fovy_range),
+            "elevation_range": np.float32(camera.elevation_range)}
 
 
 def ground_truth_renders(prompts: Sequence[str], per_prompt: int, size: int, seed: int) -> torch.Tensor:
