@@ -5,33 +5,47 @@ s = 20 rescaled with phi = 0.7; s = 20 with phi = 1.0; s = 12; s = 12 with phi =
 phi * e * std(e_c) / std(e) + (1 - phi) * e, std over each sample. Writes 83_cfg_rescale_prior_samples.png beside
 this file (about 5 minutes on the 2-core CPU). Run from the repository root.
 """
-import torch, sys
-from dreamlmc.shapes.prior import load_prior, tokenize, make_scheduler
-from dreamlmc.guidance.diffusion import ddim
-from PIL import Image
+from pathlib import Path
+
 import numpy as np
-net,card=load_prior('dreamlmc/assets/builtin_prior.safetensors')
-net.eval()
-R=net.cfg['resolution']
-rows=[]
-prompts=["a white cube, front view","a red cube, front view","an orange pyramid, side view"]
-for p in prompts:
-  for s,phi in [(1,0),(20,0),(20,0.7),(20,1.0),(12,0),(12,0.7)]:
-    g=torch.Generator().manual_seed(0)
-    B=6
-    x=torch.randn(B,3,R,R,generator=g)
-    hidden=net.encode(torch.cat([tokenize([p]*B),tokenize([""]*B)]))
-    sched=ddim(make_scheduler(net.cfg),50)
-    with torch.no_grad():
-      for t in sched.timesteps:
-        tt=torch.full((B,),int(t))
-        ec,eu=net.predict(torch.cat([x,x]),torch.cat([tt,tt]),hidden).chunk(2)
-        e=eu+s*(ec-eu)
-        if phi>0:
-          r=ec.std(dim=(1,2,3),keepdim=True)/e.std(dim=(1,2,3),keepdim=True)
-          e=phi*e*r+(1-phi)*e
-        x=sched.step(e,t,x).prev_sample
-    img=((x+1)/2).clamp(0,1)
-    rows.append(torch.cat(list(img),dim=2))
-grid=torch.cat(rows,dim=1)
-Image.fromarray((grid.permute(1,2,0).numpy()*255).astype(np.uint8)).resize((grid.shape[2]*3,grid.shape[1]*3),Image.NEAREST).save(str(__import__('pathlib').Path(__file__).with_name('83_cfg_rescale_prior_samples.png')))
+import torch
+from PIL import Image
+
+from dreamlmc.guidance.diffusion import ddim_sample
+from dreamlmc.shapes.prior import load_prior, make_scheduler, tokenize
+
+PROMPTS = ["a white cube, front view", "a red cube, front view", "an orange pyramid, side view"]
+SETTINGS = [(1.0, 0.0), (20.0, 0.0), (20.0, 0.7), (20.0, 1.0), (12.0, 0.0), (12.0, 0.7)]  # (s, phi)
+SAMPLES, STEPS = 6, 50
+
+
+@torch.no_grad()
+def samples(net, prompt: str, s: float, phi: float, steps: int = STEPS) -> torch.Tensor:
+    """(SAMPLES, 3, R, R) in [0, 1]; the guided (and rescaled) noise is formed here, so ddim_sample runs at s = 1."""
+    R = net.cfg["resolution"]
+    x = torch.randn(SAMPLES, 3, R, R, generator=torch.Generator().manual_seed(0))
+    hidden = net.encode(torch.cat([tokenize([prompt] * SAMPLES), tokenize([""] * SAMPLES)]))
+
+    def predict(x_t, t):
+        e_c, e_u = net.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), hidden).chunk(2)
+        e = e_u + s * (e_c - e_u)
+        if phi > 0:
+            e = phi * e * e_c.std(dim=(1, 2, 3), keepdim=True) / e.std(dim=(1, 2, 3), keepdim=True) + (1 - phi) * e
+        return e, e
+
+    x = ddim_sample(predict, x, make_scheduler(net.cfg), steps, 1.0)
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def main():
+    net, _ = load_prior(Path("dreamlmc/assets/builtin_prior.safetensors"))
+    net.eval()
+    rows = [torch.cat(list(samples(net, p, s, phi)), dim=2) for p in PROMPTS for s, phi in SETTINGS]
+    grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    img = Image.fromarray(grid)
+    img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(Path(__file__).with_name(
+        "83_cfg_rescale_prior_samples.png"))
+
+
+if __name__ == "__main__":
+    main()
