@@ -52,6 +52,8 @@ class FieldConfig:
     # evaluation)
     background: Literal["white", "black", "random", "grey", "mlp"] = "white"
     background_grey_range: Tuple[float, float] = spec((0.35, 0.75), ge=0.0, le=1.0, ordered=True)
+    # grey only: the share of training views that stay white (the rest get a grey), for a prior trained on a mix
+    background_white_prob: float = spec(0.0, ge=0.0, le=1.0)
     background_hidden_dim: int = spec(16, ge=1, le=1024)
 
 
@@ -168,6 +170,9 @@ class NeRFField(nn.Module):
         if kind == "grey":
             lo, hi = self.cfg.background_grey_range
             level = lo + (hi - lo) * torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
+            if self.cfg.background_white_prob > 0:
+                white = torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs) < self.cfg.background_white_prob
+                level = torch.where(white, torch.ones_like(level), level)
             return level.expand_as(dirs)
         if kind == "mlp":
             return torch.sigmoid(self.background_mlp(dirs))

@@ -1,5 +1,6 @@
 """The pipeline's ceiling stays high: fitting the field to ground-truth renders (the quality benchmark's ceiling
 mode, a photometric loss instead of guidance) and exporting must reproduce the shape."""
+import numpy as np
 import pytest
 
 from dreamlmc.runs import prepare_run_dir, run_training
@@ -143,3 +144,24 @@ def test_prior_data_from_below_records_its_elevations(tmp_path):
     assert "make_shapes_data.py --elevation -45 45 --out DATA" in cmd and "--data DATA" in cmd
     (tmp_path / "data.json").write_text(json.dumps({"elevation_range": list(CameraConfig().elevation_range)}))
     assert "--elevation" not in _training_command(tmp_path)
+
+
+def test_prior_data_on_dark_greys_records_its_range(tmp_path):
+    """make_shapes_data --grey-range draws the non-white backgrounds in that band, stores it, and a fine-tune's card
+    names it in the command that reproduces the weights (the default band adds nothing)."""
+    import json
+
+    from dreamlmc.shapes.data import make_dataset
+    from dreamlmc.shapes.world import GREY_RANGE
+    from tools.train_prior import _training_command
+
+    data = make_dataset(2, 8, seed=0, progress=False, white_fraction=0.5, grey_range=(0.2, 0.3))
+    bg = data["background"][:, 0]
+    grey = bg < 1.0
+    assert grey.any() and (~grey).any() and bg[grey].min() >= 0.2 and bg[grey].max() <= 0.3
+    assert np.allclose(data["grey_range"], [0.2, 0.3])
+    (tmp_path / "init.json").write_text(json.dumps({"weights": "prior.safetensors"}))
+    (tmp_path / "data.json").write_text(json.dumps({"white_fraction": 0.5, "grey_range": [0.2, 0.3]}))
+    assert "make_shapes_data.py --white-fraction 0.5 --grey-range 0.2 0.3 --out DATA" in _training_command(tmp_path)
+    (tmp_path / "data.json").write_text(json.dumps({"white_fraction": 0.5, "grey_range": list(GREY_RANGE)}))
+    assert "--grey-range" not in _training_command(tmp_path)

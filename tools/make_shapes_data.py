@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--white-fraction", type=float, default=1.0,
                     help="share of images on white; the rest on random solid greys (default 1: all white)")
+    ap.add_argument("--grey-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="the greys of the non-white backgrounds (default: world.GREY_RANGE, 0.35-0.75)")
     ap.add_argument("--radius", type=float, default=None,
                     help="one camera distance for every image (default: the trainer's random range, 2.0-2.6)")
     ap.add_argument("--fovy", type=float, default=None,
@@ -44,6 +46,11 @@ def main(argv=None) -> int:
         raise DreamlmcError(f"--white-fraction must be in [0, 1], got {args.white_fraction}")
     from dreamlmc.cameras import CameraConfig
     from dreamlmc.config import check_fields
+    from dreamlmc.shapes.world import GREY_RANGE
+
+    grey_range = tuple(args.grey_range) if args.grey_range is not None else GREY_RANGE
+    if not 0.0 <= grey_range[0] <= grey_range[1] <= 1.0:
+        raise DreamlmcError(f"--grey-range must be LO <= HI in [0, 1], got {args.grey_range}")
 
     camera = CameraConfig()
     if args.radius is not None:
@@ -55,7 +62,7 @@ def main(argv=None) -> int:
     check_fields(camera, "camera")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction,
-                        camera=camera)
+                        camera=camera, grey_range=grey_range)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **data)

@@ -27,7 +27,7 @@ import torch
 from dreamlmc.cameras import CameraConfig, view_label
 from dreamlmc.checkpoint import load_optimizer_state, load_state, optimizer_state, save_state
 from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, load_prior, make_scheduler, sample, save_prior)
-from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, prompt_for
+from dreamlmc.shapes.world import COLOURS, GREY_RANGE, SHAPES, VIEWS, prompt_for
 
 DEFAULT_WORKDIR = Path.home() / ".cache/dreamlmc/prior_train"
 GRID_PROMPTS = [prompt_for(c, s) for c, s in [("red", "cube"), ("blue", "sphere"), ("green", "cylinder"),
@@ -85,6 +85,8 @@ def _training_command(workdir: Path) -> str:
     extra = ""  # data other than the default file's
     if data.get("white_fraction", 1.0) < 1.0:
         extra += f" --white-fraction {data['white_fraction']:g}"
+        if "grey_range" in data and tuple(data["grey_range"]) != tuple(GREY_RANGE):
+            extra += " --grey-range {:g} {:g}".format(*data["grey_range"])
     for key, flag in (("radius_range", "--radius"), ("fovy_range", "--fovy")):
         lo, hi = data.get(key, getattr(CameraConfig(), key))
         if lo == hi:  # make_shapes_data's one-camera option (its default is the trainer's random range)
@@ -202,8 +204,8 @@ def main(argv=None) -> int:
     images, colours, shapes, views, data_seed = load_data(args.data)
     with np.load(args.data) as d:
         white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
-        cams = {k: [round(float(v), 4) for v in d[k]] for k in ("radius_range", "fovy_range", "elevation_range")
-                if k in d}
+        cams = {k: [round(float(v), 4) for v in d[k]]
+                for k in ("radius_range", "fovy_range", "elevation_range", "grey_range") if k in d}
     (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
                                                         "seed": data_seed, "white_fraction": white, **cams,
                                                         "lr": args.lr, "warmup": args.warmup,

@@ -16,23 +16,27 @@ from dreamlmc.shapes.render import render_shapes
 from dreamlmc.shapes.world import AMBIENT, COLOURS, DIFFUSE, GREY_RANGE, SHAPES, parse_prompt
 
 
-def background_colours(n: int, white_fraction: float, seed: int) -> np.ndarray:
+def background_colours(n: int, white_fraction: float, seed: int, grey_range=GREY_RANGE) -> np.ndarray:
     """(n, 3) solid background colours: white with probability white_fraction, else a uniform grey in
-    world.GREY_RANGE (what the renderer's `background: grey` draws), from their own seeded stream."""
+    grey_range (default world.GREY_RANGE, what the renderer's `background: grey` draws), from their own seeded
+    stream."""
     rng = np.random.default_rng([seed, 1_000_003])
-    lo, hi = GREY_RANGE
+    lo, hi = grey_range
     colours = np.repeat(lo + (hi - lo) * rng.random((n, 1)), 3, axis=1).astype(np.float32)
     colours[rng.random(n) < white_fraction] = 1.0
     return colours
 
 
 def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, progress: bool = True,
-                 white_fraction: float = 1.0, camera: CameraConfig = None) -> dict:
+                 white_fraction: float = 1.0, camera: CameraConfig = None, grey_range=GREY_RANGE) -> dict:
     """Returns uint8 images (N, R, R, 3) plus colour/shape indices, camera angles and background colours,
-    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid greys.
+    N = 48 * per_prompt. white_fraction < 1: that share of images on white, the rest on random solid greys
+    drawn uniformly from grey_range.
     camera: the cameras' ranges (default: CameraConfig's, the trainer's); azimuths are always drawn unstratified."""
     if not 0.0 <= white_fraction <= 1.0:
         raise DreamlmcError(f"white_fraction must be in [0, 1], got {white_fraction}")
+    if not 0.0 <= grey_range[0] <= grey_range[1] <= 1.0:
+        raise DreamlmcError(f"grey_range must be LO <= HI in [0, 1], got {tuple(grey_range)}")
     camera = dataclasses.replace(camera or CameraConfig(), stratified=False)
     cams = CameraSampler(camera, resolution, resolution, seed=seed)
     colour_names = list(COLOURS)
@@ -41,7 +45,7 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
     si = np.repeat([p[1] for p in pairs], per_prompt)
     n = len(ci)
     images = np.zeros((n, resolution, resolution, 3), np.uint8)
-    backgrounds = background_colours(n, white_fraction, seed)
+    backgrounds = background_colours(n, white_fraction, seed, grey_range)
     elevation, azimuth = np.zeros(n, np.float32), np.zeros(n, np.float32)
     t0 = time.time()
     for start in range(0, n, chunk):
@@ -61,6 +65,7 @@ def make_dataset(per_prompt: int, resolution: int, seed: int, chunk: int = 192, 
     return {"images": images, "colour": ci.astype(np.int64), "shape": si.astype(np.int64),
             "elevation": elevation, "azimuth": azimuth, "background": backgrounds, "resolution": np.int64(resolution),
             "seed": np.int64(seed), "white_fraction": np.float32(white_fraction),
+            "grey_range": np.float32(grey_range),
             "radius_range": np.float32(camera.radius_range), "fovy_range": np.float32(camera.fovy_range),
             "elevation_range": np.float32(camera.elevation_range)}
 

@@ -153,6 +153,13 @@ def test_random_background_is_per_view_in_training_and_white_otherwise():
     assert level.min() >= 0.4 and level.max() <= 0.6 and level.std() > 0.03
     assert torch.equal(g.eval().background(dirs), torch.ones_like(dirs))
 
+    # a mix: about that share of the views white, the others grey in the range
+    m = NeRFField(FieldConfig(background="grey", background_grey_range=(0.2, 0.3), background_white_prob=0.5)).train()
+    level = m.background(torch.randn(400, 2, 2, 3), torch.Generator().manual_seed(0))[:, 0, 0, 0]
+    white = level == 1.0
+    assert 0.4 < white.float().mean() < 0.6
+    assert level[~white].min() >= 0.2 and level[~white].max() <= 0.3
+
 
 def test_renders_report_the_background_they_were_composited_on():
     torch.manual_seed(0)
