@@ -171,8 +171,8 @@ class NeRFField(nn.Module):
             lo, hi = self.cfg.background_grey_range
             level = lo + (hi - lo) * torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
             if self.cfg.background_white_prob > 0:
-                white = torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs) < self.cfg.background_white_prob
-                level = torch.where(white, torch.ones_like(level), level)
+                draw = torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
+                level = torch.where(draw < self.cfg.background_white_prob, torch.ones_like(level), level)
             return level.expand_as(dirs)
         if kind == "mlp":
             return torch.sigmoid(self.background_mlp(dirs))
