@@ -48,9 +48,7 @@ def main(argv=None) -> int:
     from dreamlmc.config import check_fields
     from dreamlmc.shapes.world import GREY_RANGE
 
-    grey_range = tuple(args.grey_range) if args.grey_range is not None else GREY_RANGE
-    if not 0.0 <= grey_range[0] <= grey_range[1] <= 1.0:
-        raise DreamlmcError(f"--grey-range must be LO <= HI in [0, 1], got {args.grey_range}")
+    grey_range = tuple(args.grey_range) if args.grey_range is not None else GREY_RANGE  # make_dataset checks it
 
     camera = CameraConfig()
     if args.radius is not None:
