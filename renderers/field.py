@@ -54,6 +54,9 @@ class FieldConfig:
     background_grey_range: Tuple[float, float] = spec((0.35, 0.75), ge=0.0, le=1.0, ordered=True)
     # grey only: the share of training views that stay white (the rest get a grey), for a prior trained on a mix
     background_white_prob: float = spec(0.0, ge=0.0, le=1.0)
+    # a schedule for that share: it moves linearly from background_white_prob at the start of training to this value
+    # at the end (None: constant), e.g. 0 -> 1 for dark grounds early (silhouettes) and white ones late
+    background_white_prob_end: Optional[float] = spec(None, ge=0.0, le=1.0)
     background_hidden_dim: int = spec(16, ge=1, le=1024)
 
 
@@ -71,6 +74,7 @@ class NeRFField(nn.Module):
                                                 nn.Linear(cfg.background_hidden_dim, 3))
         self.beta = cfg.sdf_beta  # current β of the sdf geometry (a function of training progress, not state)
         self.active_levels = cfg.hash_grid.num_levels  # progressive levels: how many are switched on now
+        self.white_prob = cfg.background_white_prob  # current share of white training views (grey backgrounds)
         if self.is_sdf:
             with torch.no_grad():  # the sdf starts as exactly the sphere; gradients still reach this row's weights
                 self.mlp[-1].weight[0].zero_()
@@ -81,9 +85,12 @@ class NeRFField(nn.Module):
         return self.cfg.geometry == "sdf"
 
     def set_progress(self, fraction: float) -> None:
-        """Training progress in [0, 1]: moves β along its schedule (sdf geometry)."""
+        """Training progress in [0, 1]: moves β (sdf geometry), the active levels and the white share along their
+        schedules."""
         c = self.cfg
         f = min(max(fraction, 0.0), 1.0)
+        if c.background_white_prob_end is not None:
+            self.white_prob = c.background_white_prob + f * (c.background_white_prob_end - c.background_white_prob)
         if c.sdf_beta_end is not None:
             self.beta = c.sdf_beta * (c.sdf_beta_end / c.sdf_beta) ** f
         if c.progressive_start is not None:
@@ -170,9 +177,9 @@ class NeRFField(nn.Module):
         if kind == "grey":
             lo, hi = self.cfg.background_grey_range
             level = lo + (hi - lo) * torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
-            if self.cfg.background_white_prob > 0:
+            if self.white_prob > 0:
                 draw = torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
-                level = torch.where(draw < self.cfg.background_white_prob, torch.ones_like(level), level)
+                level = torch.where(draw < self.white_prob, torch.ones_like(level), level)
             return level.expand_as(dirs)
         if kind == "mlp":
             return torch.sigmoid(self.background_mlp(dirs))

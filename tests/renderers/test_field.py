@@ -160,6 +160,16 @@ def test_random_background_is_per_view_in_training_and_white_otherwise():
     assert 0.4 < white.float().mean() < 0.6
     assert level[~white].min() >= 0.2 and level[~white].max() <= 0.3
 
+    # a schedule: all grey at the start of training, all white at the end, about half white half-way
+    r = NeRFField(FieldConfig(background="grey", background_grey_range=(0.2, 0.3), background_white_prob=0.0,
+                              background_white_prob_end=1.0)).train()
+    share = {}
+    for f in (0.0, 0.5, 1.0):
+        r.set_progress(f)
+        level = r.background(torch.randn(400, 2, 2, 3), torch.Generator().manual_seed(0))[:, 0, 0, 0]
+        share[f] = (level == 1.0).float().mean().item()
+    assert share[0.0] == 0.0 and share[1.0] == 1.0 and 0.4 < share[0.5] < 0.6
+
 
 def test_renders_report_the_background_they_were_composited_on():
     torch.manual_seed(0)
