@@ -108,6 +108,10 @@ class TrainConfig:
             raise DreamlmcError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise DreamlmcError(f"device must be cpu or cuda, got {self.device!r}")
+        fc = self.renderer.field
+        if fc.background != "grey" and (fc.background_white_prob > 0 or fc.background_white_prob_end is not None):
+            raise DreamlmcError("renderer.field.background_white_prob(_end) mixes white into grey backgrounds; "
+                                f"set renderer.field.background=grey (got {fc.background!r})")
         if self.guidance.kind == "dds":
             raise DreamlmcError("guidance.kind 'dds' edits images ('dreamlmc image --init', 'dreamlmc translate'); "
                                 "3D training takes 'sds' or 'lmc-sds'")

@@ -178,8 +178,8 @@ class NeRFField(nn.Module):
             lo, hi = self.cfg.background_grey_range
             level = lo + (hi - lo) * torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
             if self.white_prob > 0:
-                draw = torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs)
-                level = torch.where(draw < self.white_prob, torch.ones_like(level), level)
+                white = torch.rand(dirs.shape[0], 1, 1, 1, generator=generator).to(dirs) < self.white_prob
+                level = torch.where(white, torch.ones_like(level), level)
             return level.expand_as(dirs)
         if kind == "mlp":
             return torch.sigmoid(self.background_mlp(dirs))
