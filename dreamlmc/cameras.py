@@ -38,6 +38,9 @@ class CameraConfig:
     progressive_until: Optional[float] = spec(None, gt=0.0, le=1.0)
     progressive_init: float = spec(0.2, ge=0.0, le=1.0)
     # Orbit (turntable / preview / evaluation) cameras
+    # View words in 45° bins (front / three-quarter / side / back) instead of DreamFusion's 90° ones: for a prior
+    # trained with them (tools/train_prior.py --fine-views); the built-in prior and the real backends know the 90° ones
+    fine_views: bool = False
     orbit_elevation: float = spec(15.0, ge=-90.0, le=90.0)
     orbit_radius: float = spec(2.5, gt=0.0, le=100.0)
     orbit_fovy: float = spec(50.0, gt=0.0, lt=180.0)
@@ -49,7 +52,7 @@ class CameraBatch:
 
     rays_o, rays_d: (B, H, W, 3) origins and unit directions in world space.
     c2w: (B, 4, 4); elevation, azimuth: (B,) degrees; radius: (B,); fovy: (B,) degrees;
-    light_pos: (B, 3) world position of the point light; views: B labels in {front, side, back, overhead}.
+    light_pos: (B, 3) world position of the point light; views: B labels in world.VIEWS.
     """
 
     rays_o: torch.Tensor
@@ -80,11 +83,19 @@ class CameraBatch:
         return CameraBatch(views=list(self.views), **t)
 
 
-def view_label(elevation: float, azimuth: float, overhead_threshold: float = 60.0) -> str:
-    """DreamFusion's view-dependent prompt label for one camera (degrees)."""
+def view_label(elevation: float, azimuth: float, overhead_threshold: float = 60.0, fine: bool = False) -> str:
+    """DreamFusion's view-dependent prompt label for one camera (degrees): front / side / back in 90° bins.
+
+    fine: 45° bins, front / three-quarter / side / three-quarter / back, so that a label tells a cube's or a
+    pyramid's face-on views (front, side, back) from its corner-on ones (three-quarter); in 90° bins every label
+    spans the whole 90° period of their appearance."""
     if elevation > overhead_threshold:
         return "overhead"
     a = abs((azimuth + 180.0) % 360.0 - 180.0)  # wrap to [0, 180]
+    if fine:
+        if 22.5 <= a < 67.5 or 112.5 < a <= 157.5:
+            return "three-quarter"
+        return "front" if a < 22.5 else "back" if a > 157.5 else "side"
     if a < 45.0:
         return "front"
     if a > 135.0:
@@ -129,11 +140,11 @@ def generate_rays(c2w: torch.Tensor, fovy: torch.Tensor, height: int, width: int
     return rays_o, rays_d
 
 
-def _make_batch(elevation, azimuth, radius, fovy, target, light_pos, height, width) -> CameraBatch:
+def _make_batch(elevation, azimuth, radius, fovy, target, light_pos, height, width, fine_views=False) -> CameraBatch:
     eye = spherical_to_position(elevation, azimuth, radius)
     c2w = look_at(eye + target, target)
     rays_o, rays_d = generate_rays(c2w, fovy, height, width)
-    views = [view_label(float(e), float(a)) for e, a in zip(elevation, azimuth)]
+    views = [view_label(float(e), float(a), fine=fine_views) for e, a in zip(elevation, azimuth)]
     return CameraBatch(rays_o, rays_d, c2w, elevation, azimuth, radius, fovy, light_pos, views)
 
 
@@ -188,7 +199,8 @@ class CameraSampler:
         target = c.jitter * torch.randn(batch_size, 3, generator=g)
         eye = spherical_to_position(elevation, azimuth, radius) + target
         light_pos = eye + c.light_jitter * torch.randn(batch_size, 3, generator=g)
-        return _make_batch(elevation, azimuth, radius, fovy, target, light_pos, self.height, self.width)
+        return _make_batch(elevation, azimuth, radius, fovy, target, light_pos, self.height, self.width,
+                           self.cfg.fine_views)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "calls": self.calls, "offset": self.offset.clone()}
@@ -209,4 +221,4 @@ def orbit_cameras(cfg: CameraConfig, n: int, height: int, width: int, elevation:
     r = torch.full((n,), cfg.orbit_radius if radius is None else radius)
     fovy = torch.full((n,), cfg.orbit_fovy)
     eye = spherical_to_position(el, az, r)
-    return _make_batch(el, az, r, fovy, torch.zeros(n, 3), eye.clone(), height, width)
+    return _make_batch(el, az, r, fovy, torch.zeros(n, 3), eye.clone(), height, width, cfg.fine_views)

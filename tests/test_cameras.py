@@ -11,6 +11,25 @@ def test_view_labels_follow_thresholds(el, az, label):
     assert view_label(el, az) == label
 
 
+@pytest.mark.parametrize("el,az,label", [(0, 0, "front"), (10, 22, "front"), (0, -22, "front"),
+                                         (0, 23, "three-quarter"), (0, -67, "three-quarter"), (0, 68, "side"),
+                                         (0, -112, "side"), (0, 113, "three-quarter"), (0, -157, "three-quarter"),
+                                         (0, 158, "back"), (0, 180, "back"), (61, 45, "overhead")])
+def test_fine_view_labels_use_45_degree_bins(el, az, label):
+    assert view_label(el, az, fine=True) == label
+
+
+def test_fine_views_reach_the_batches_labels():
+    cams = CameraSampler(CameraConfig(fine_views=True, elevation_range=(0.0, 30.0)), 4, 4, seed=0).sample(64)
+    expected = [view_label(float(e), float(a), fine=True) for e, a in zip(cams.elevation, cams.azimuth)]
+    assert cams.views == expected and "three-quarter" in cams.views
+    coarse = CameraSampler(CameraConfig(elevation_range=(0.0, 30.0)), 4, 4, seed=0).sample(64)
+    assert "three-quarter" not in coarse.views
+    orbit = orbit_cameras(CameraConfig(fine_views=True), 8, 4, 4)
+    assert orbit.views == [view_label(float(e), float(a), fine=True) for e, a in zip(orbit.elevation, orbit.azimuth)]
+    assert "three-quarter" in orbit.views
+
+
 def test_same_seed_same_cameras_and_different_seed_differs():
     a = CameraSampler(CameraConfig(), 8, 8, seed=3)
     b = CameraSampler(CameraConfig(), 8, 8, seed=3)

@@ -35,12 +35,13 @@ GRID_PROMPTS = [prompt_for(c, s) for c, s in [("red", "cube"), ("blue", "sphere"
                                                  ("white", "cube"), ("black", "torus")]]
 
 
-def load_data(path: Path):
+def load_data(path: Path, fine_views: bool = False):
     d = np.load(path)
     images = torch.from_numpy(d["images"]).permute(0, 3, 1, 2).contiguous()  # uint8 (N, 3, R, R)
     colours = torch.from_numpy(d["colour"])
     shapes = torch.from_numpy(d["shape"])
-    views = torch.tensor([VIEWS.index(view_label(float(e), float(a))) for e, a in zip(d["elevation"], d["azimuth"])])
+    views = torch.tensor([VIEWS.index(view_label(float(e), float(a), fine=fine_views))
+                          for e, a in zip(d["elevation"], d["azimuth"])])
     return images, colours, shapes, views, int(d["seed"])
 
 
@@ -101,6 +102,8 @@ def _training_command(workdir: Path) -> str:
             train += f" --{key} {data[key]:g}"
     if data.get("precision", "bf16") != "bf16":
         train += f" --precision {data['precision']}"
+    if data.get("view_bins_deg", 90) == 45:
+        train += " --fine-views"
     return f"{make} && {train}"
 
 
@@ -132,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--init-weights", type=Path, default=None,
                     help="fine-tune: start net and EMA from a shipped prior file (e.g. "
                          "dreamlmc/assets/builtin_prior.safetensors) at its card's step; the optimiser warms up again")
+    ap.add_argument("--fine-views", action="store_true",
+                    help="caption each image with 45° view words (front / three-quarter / side / back) instead of "
+                         "DreamFusion's 90° ones; train with camera.fine_views=true")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -201,7 +207,7 @@ def main(argv=None) -> int:
         print(f"exported EMA weights at step {step} to {args.export}")
         return 0
 
-    images, colours, shapes, views, data_seed = load_data(args.data)
+    images, colours, shapes, views, data_seed = load_data(args.data, args.fine_views)
     with np.load(args.data) as d:
         white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
         cams = {k: [round(float(v), 4) for v in d[k]]
@@ -209,7 +215,8 @@ def main(argv=None) -> int:
     (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
                                                         "seed": data_seed, "white_fraction": white, **cams,
                                                         "lr": args.lr, "warmup": args.warmup,
-                                                        "precision": args.precision}))
+                                                        "precision": args.precision,
+                                                        "view_bins_deg": 45 if args.fine_views else 90}))
     sched = make_scheduler(net.cfg)
     alphas_cumprod = sched.alphas_cumprod.float()
     snr = alphas_cumprod / (1 - alphas_cumprod)

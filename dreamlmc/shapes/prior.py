@@ -67,6 +67,16 @@ class TinyTextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.norm(self.token(ids) + self.position)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Weights from before the last view words existed have fewer token rows: each new view word starts as the
+        # mean of front and side (a diagonal view between them), until a fine-tune teaches it.
+        key = prefix + "token.weight"
+        w = state_dict.get(key)
+        if w is not None and w.shape[0] < len(TOKENS):
+            between = w[[TOKEN_ID["front"], TOKEN_ID["side"]]].mean(0, keepdim=True)
+            state_dict[key] = torch.cat([w, between.expand(len(TOKENS) - w.shape[0], -1)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 def build_unet(cfg: Dict) -> nn.Module:
     from diffusers import UNet2DConditionModel

@@ -24,7 +24,10 @@ COLOURS: Dict[str, Tuple[float, float, float]] = {
     "white": (0.92, 0.92, 0.92),
     "black": (0.10, 0.10, 0.10),
 }
-VIEWS: Tuple[str, ...] = ("front", "side", "back", "overhead")
+# DreamFusion's view words, then "three-quarter" for the diagonals between them (45° view bins, a prior trained with
+# `tools/train_prior.py --fine-views`; camera.fine_views): the last word was added later, so older priors' token
+# tables are one row shorter (shapes.prior pads them)
+VIEWS: Tuple[str, ...] = ("front", "side", "back", "overhead", "three-quarter")
 BACKGROUND = (1.0, 1.0, 1.0)
 # The other backgrounds a prior may be trained on: solid greys in this range, one per image. Greys (not any colour)
 # so that no object can vanish into a background of its own colour (a red cube on red is a red frame, and a field

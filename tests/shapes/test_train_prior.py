@@ -57,3 +57,48 @@ def test_a_fine_tune_on_one_camera_records_the_data_command_that_remakes_it(tmp_
     assert card["training_command"] == ("python tools/make_shapes_data.py --radius 2.3 --fovy 52.5 --out DATA && "
                                         f"python tools/train_prior.py --init-weights {weights} --data DATA "
                                         "--lr 0.0002 --warmup 1 --precision fp32")
+
+
+def test_fine_views_caption_the_diagonals_and_are_recorded(tmp_path):
+    from dreamlmc.shapes.prior import TOKEN_ID
+    from dreamlmc.shapes.world import VIEWS
+
+    data = tmp_path / "data.npz"
+    np.savez(data, **make_dataset(4, 8, seed=0, progress=False))
+    coarse = train_prior.load_data(data)[3]
+    fine = train_prior.load_data(data, fine_views=True)[3]
+    three_quarter = VIEWS.index("three-quarter")
+    assert three_quarter not in coarse.tolist() and (fine == three_quarter).any()
+    # the 90° bins' front views split into front (|azimuth| < 22.5°) and three-quarter ones, never into side or back
+    with np.load(data) as d:
+        az = np.abs((d["azimuth"] + 180.0) % 360.0 - 180.0)
+    front = coarse == VIEWS.index("front")
+    assert set(fine[front].tolist()) <= {VIEWS.index("front"), three_quarter}
+    assert (fine[torch.from_numpy(az < 22.5) & front] == VIEWS.index("front")).all()
+    start = PriorNet()
+    weights = tmp_path / "prior.safetensors"
+    save_prior(start, weights, {"steps": 7, "final_loss": 0.5}, dtype=torch.float32)
+    work = tmp_path / "work"
+    args = ["--data", str(data), "--workdir", str(work), "--threads", "1", "--batch-size", "2",
+            "--grid-every", "1000000", "--fine-views"]
+    assert train_prior.main(args + ["--init-weights", str(weights), "--max-steps", "8", "--warmup", "1"]) == 0
+    out = tmp_path / "tuned.safetensors"
+    assert train_prior.main(args + ["--export", str(out)]) == 0
+    _, card = load_prior(out)
+    assert card["data"]["view_bins_deg"] == 45 and card["training_command"].endswith(" --fine-views")
+    assert card["vocabulary"][TOKEN_ID["three-quarter"]] == "three-quarter"
+
+
+def test_a_prior_from_before_the_last_view_word_loads_with_it_between_front_and_side(tmp_path):
+    from dreamlmc.shapes.prior import TOKEN_ID, TOKENS
+
+    torch.manual_seed(0)
+    old = PriorNet()
+    state = old.state_dict()
+    state["text.token.weight"] = state["text.token.weight"][:TOKEN_ID["three-quarter"]].clone()  # 20 rows
+    new = PriorNet()
+    new.load_state_dict(state)  # strict: fails without the padding
+    w = new.text.token.weight
+    assert w.shape[0] == len(TOKENS)
+    assert torch.equal(w[:TOKEN_ID["three-quarter"]], state["text.token.weight"])
+    assert torch.allclose(w[TOKEN_ID["three-quarter"]], (w[TOKEN_ID["front"]] + w[TOKEN_ID["side"]]) / 2)
