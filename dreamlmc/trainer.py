@@ -131,6 +131,8 @@ class Trainer:
             backend = load_backend(cfg.model, device=self.device)
         self.backend = backend
         backend.check_prompt(cfg.prompt)  # words the prior cannot take fail now, before any work
+        if cfg.view_prompts and cfg.camera.fine_views:  # and a view word the prior's weights never saw
+            backend.encode_prompts([f"{cfg.prompt}, three-quarter view"])
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)

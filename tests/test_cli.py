@@ -128,6 +128,7 @@ def test_variations_differ_and_reproduce_train(tmp_path, one_thread):
     (["--prompt", "a red cube", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/x"], "does not exist"),
     (["--prompt", "a red cube", "--out", "{tmp}/x", "guidance.kind=dds"], "3D training takes"),
     (["--prompt", "a red cube", "--out", "{tmp}/x", "renderer.field.background_white_prob_end=1"], "background=grey"),
+    (["--prompt", "a red cube", "--out", "{tmp}/x", "camera.fine_views=true"], "--fine-views"),  # shipped prior
 ])
 def test_bad_inputs_are_one_line_errors(args, needle, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

@@ -7,7 +7,8 @@ from typing import List, Optional
 import torch
 
 from dreamlmc.guidance.backends.base import PixelSpaceBackend
-from dreamlmc.shapes.prior import load_prior, make_scheduler, sample, tokenize
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.shapes.prior import TOKENS, load_prior, make_scheduler, sample, tokenize
 
 
 
@@ -55,7 +56,13 @@ class BuiltinBackend(PixelSpaceBackend):
         parse_prompt(prompt)
 
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        return self.net.encode(tokenize(prompts).to(self.device))
+        ids = tokenize(prompts)
+        known = len(self.prior_card.get("vocabulary") or TOKENS)  # older weights: a prefix of today's words
+        if int(ids.max()) >= known:
+            word = TOKENS[int(ids.max())]
+            raise DreamlmcError(f"the prior {self.weights} was trained without the word {word!r}; for 45° view words "
+                                "fine-tune it with tools/train_prior.py --fine-views, or set camera.fine_views=false")
+        return self.net.encode(ids.to(self.device))
 
     def _predict(self, x_t, t, emb):
         return self.net.predict(x_t.to(self.dtype), t.to(self.device), emb.to(self.dtype))

@@ -99,6 +99,18 @@ def test_builtin_prior_rejects_unknown_words():
     assert "dragon" in str(e.value) and "--model" in str(e.value)
 
 
+def test_builtin_prior_refuses_a_view_word_its_weights_never_saw():
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+
+    be = BuiltinBackend()
+    if "three-quarter" in be.prior_card["vocabulary"]:
+        pytest.skip("the shipped prior knows the 45° view words")
+    be.encode_prompts(["a red cube, side view"])  # its own words pass
+    with pytest.raises(DreamlmcError) as e:
+        be.encode_prompts(["a red cube, three-quarter view"])
+    assert "three-quarter" in str(e.value) and "--fine-views" in str(e.value)
+
+
 def test_pickle_only_weights_are_refused_with_a_conversion_hint(tmp_path):
     from diffusers import UNet2DConditionModel
 
