@@ -103,6 +103,12 @@ def view_label(elevation: float, azimuth: float, overhead_threshold: float = 60.
     return "side"
 
 
+def view_words(cfg: CameraConfig) -> List[str]:
+    """Every view word that cameras drawn from cfg can carry (for checking a prior's vocabulary before training)."""
+    words = ["front", "three-quarter", "side", "back"] if cfg.fine_views else ["front", "side", "back"]
+    return words + (["overhead"] if cfg.elevation_range[1] > 60.0 else [])
+
+
 def spherical_to_position(elevation: torch.Tensor, azimuth: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """(B,) degrees, degrees, scene units -> (B, 3) positions."""
     el, az = torch.deg2rad(elevation), torch.deg2rad(azimuth)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dreamlmc import config as config_lib
-from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras
+from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras, view_words
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.export import ExportConfig, extract_mesh, write_mesh
 from dreamlmc.guidance.sds import GuidanceConfig, LMCConfig, ScoreDistillation
@@ -131,8 +131,8 @@ class Trainer:
             backend = load_backend(cfg.model, device=self.device)
         self.backend = backend
         backend.check_prompt(cfg.prompt)  # words the prior cannot take fail now, before any work
-        if cfg.view_prompts and cfg.camera.fine_views:  # and a view word the prior's weights never saw
-            backend.encode_prompts([f"{cfg.prompt}, three-quarter view"])
+        if cfg.view_prompts:  # and so do view words the prior's weights never saw
+            backend.encode_prompts(self.prompts_for(view_words(cfg.camera)))
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)

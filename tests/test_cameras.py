@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras, view_label
+from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras, view_label, view_words
 
 
 @pytest.mark.parametrize("el,az,label", [(0, 0, "front"), (10, 44, "front"), (10, -44, "front"), (0, 46, "side"),
@@ -28,6 +28,14 @@ def test_fine_views_reach_the_batches_labels():
     orbit = orbit_cameras(CameraConfig(fine_views=True), 8, 4, 4)
     assert orbit.views == [view_label(float(e), float(a), fine=True) for e, a in zip(orbit.elevation, orbit.azimuth)]
     assert "three-quarter" in orbit.views
+
+
+@pytest.mark.parametrize("fine", [False, True])
+@pytest.mark.parametrize("elevations", [(0.0, 30.0), (-10.0, 90.0)])
+def test_view_words_are_the_labels_the_sampler_draws(fine, elevations):
+    cfg = CameraConfig(fine_views=fine, elevation_range=elevations)
+    drawn = set(CameraSampler(cfg, 4, 4, seed=0).sample(256).views)
+    assert drawn == set(view_words(cfg))
 
 
 def test_same_seed_same_cameras_and_different_seed_differs():
