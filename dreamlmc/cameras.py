@@ -41,6 +41,11 @@ class CameraConfig:
     # View words in 45° bins (front / three-quarter / side / back) instead of DreamFusion's 90° ones: for a prior
     # trained with them (tools/train_prior.py --fine-views); the built-in prior and the real backends know the 90° ones
     fine_views: bool = False
+    # Overhead views: each training view is, with this probability, drawn at an elevation in overhead_range instead
+    # (above 60° it carries DreamFusion's "overhead" view word). For a prior whose data reach that high
+    # (tools/make_shapes_data.py --elevation -10 85); 0: none, and no extra random draws
+    overhead_prob: float = spec(0.0, ge=0.0, le=1.0)
+    overhead_range: Tuple[float, float] = spec((60.0, 85.0), ge=-90.0, le=89.0, ordered=True)
     orbit_elevation: float = spec(15.0, ge=-90.0, le=90.0)
     orbit_radius: float = spec(2.5, gt=0.0, le=100.0)
     orbit_fovy: float = spec(50.0, gt=0.0, lt=180.0)
@@ -106,7 +111,8 @@ def view_label(elevation: float, azimuth: float, overhead_threshold: float = 60.
 def view_words(cfg: CameraConfig) -> List[str]:
     """Every view word that cameras drawn from cfg can carry (for checking a prior's vocabulary before training)."""
     words = ["front", "three-quarter", "side", "back"] if cfg.fine_views else ["front", "side", "back"]
-    return words + (["overhead"] if cfg.elevation_range[1] > 60.0 else [])
+    high = max(cfg.elevation_range[1], cfg.overhead_range[1] if cfg.overhead_prob > 0.0 else -90.0)
+    return words + (["overhead"] if high > 60.0 else [])
 
 
 def spherical_to_position(elevation: torch.Tensor, azimuth: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
@@ -200,6 +206,9 @@ class CameraSampler:
             azimuth = lo + (hi - lo) * ((bins + torch.rand(1, generator=g)) % 1.0)
         else:
             azimuth = self._uniform(batch_size, c.azimuth_range)
+        if c.overhead_prob > 0.0:
+            above = torch.rand(batch_size, generator=g) < c.overhead_prob
+            elevation = torch.where(above, self._uniform(batch_size, c.overhead_range), elevation)
         radius = self._uniform(batch_size, c.radius_range)
         fovy = self._uniform(batch_size, c.fovy_range)
         target = c.jitter * torch.randn(batch_size, 3, generator=g)

@@ -38,6 +38,23 @@ def test_view_words_are_the_labels_the_sampler_draws(fine, elevations):
     assert drawn == set(view_words(cfg))
 
 
+def test_overhead_views_are_drawn_at_their_rate_and_labelled():
+    base = CameraConfig(elevation_range=(0.0, 30.0))
+    cfg = CameraConfig(elevation_range=(0.0, 30.0), overhead_prob=0.25, overhead_range=(62.0, 80.0))
+    cams = CameraSampler(cfg, 4, 4, seed=0).sample(400)
+    high = cams.elevation > 60.0
+    assert 0.18 < high.float().mean() < 0.32  # 100 expected of 400
+    assert bool(((cams.elevation[high] >= 62.0) & (cams.elevation[high] <= 80.0)).all())
+    assert bool(((cams.elevation[~high] >= 0.0) & (cams.elevation[~high] <= 30.0)).all())
+    assert [v == "overhead" for v in cams.views] == high.tolist()
+    assert "overhead" in view_words(cfg) and "overhead" not in view_words(base)
+    # off (the default): no extra random draws, so every earlier run's cameras are unchanged
+    off = CameraConfig(elevation_range=(0.0, 30.0), overhead_prob=0.0, overhead_range=(62.0, 80.0))
+    a, b = CameraSampler(base, 4, 4, seed=1), CameraSampler(off, 4, 4, seed=1)
+    for _ in range(3):
+        assert torch.equal(a.sample(4).c2w, b.sample(4).c2w)
+
+
 def test_same_seed_same_cameras_and_different_seed_differs():
     a = CameraSampler(CameraConfig(), 8, 8, seed=3)
     b = CameraSampler(CameraConfig(), 8, 8, seed=3)

@@ -102,6 +102,8 @@ def _training_command(workdir: Path) -> str:
             train += f" --{key} {data[key]:g}"
     if data.get("precision", "bf16") != "bf16":
         train += f" --precision {data['precision']}"
+    if data.get("ema", 0.999) != 0.999:
+        train += f" --ema {data['ema']:g}"
     if data.get("view_bins_deg", 90) == 45:
         train += " --fine-views"
     return f"{make} && {train}"
@@ -203,6 +205,7 @@ def main(argv=None) -> int:
             f = args.workdir / f"{name}.json"
             if f.exists():
                 card["fine_tuned_from" if name == "init" else "data"] = json.loads(f.read_text())
+        card["ema_decay"] = card.get("data", {}).get("ema", args.ema)  # the training's, not this export call's
         save_prior(ema, args.export, card)
         print(f"exported EMA weights at step {step} to {args.export}")
         return 0
@@ -215,7 +218,7 @@ def main(argv=None) -> int:
     (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
                                                         "seed": data_seed, "white_fraction": white, **cams,
                                                         "lr": args.lr, "warmup": args.warmup,
-                                                        "precision": args.precision,
+                                                        "precision": args.precision, "ema": args.ema,
                                                         "view_bins_deg": 45 if args.fine_views else 90}))
     sched = make_scheduler(net.cfg)
     alphas_cumprod = sched.alphas_cumprod.float()

@@ -81,11 +81,13 @@ def test_fine_views_caption_the_diagonals_and_are_recorded(tmp_path):
     work = tmp_path / "work"
     args = ["--data", str(data), "--workdir", str(work), "--threads", "1", "--batch-size", "2",
             "--grid-every", "1000000", "--fine-views"]
-    assert train_prior.main(args + ["--init-weights", str(weights), "--max-steps", "8", "--warmup", "1"]) == 0
+    assert train_prior.main(args + ["--init-weights", str(weights), "--max-steps", "8", "--warmup", "1",
+                                    "--ema", "0.99"]) == 0
     out = tmp_path / "tuned.safetensors"
-    assert train_prior.main(args + ["--export", str(out)]) == 0
+    assert train_prior.main(args + ["--export", str(out)]) == 0  # the card takes the training's EMA decay
     _, card = load_prior(out)
-    assert card["data"]["view_bins_deg"] == 45 and card["training_command"].endswith(" --fine-views")
+    assert card["data"]["view_bins_deg"] == 45 and card["training_command"].endswith(" --ema 0.99 --fine-views")
+    assert card["ema_decay"] == 0.99
     assert card["vocabulary"][TOKEN_ID["three-quarter"]] == "three-quarter"
 
 
