@@ -88,7 +88,11 @@ class CameraBatch:
         return CameraBatch(views=list(self.views), **t)
 
 
-def view_label(elevation: float, azimuth: float, overhead_threshold: float = 60.0, fine: bool = False) -> str:
+OVERHEAD_ELEVATION = 60.0  # degrees: above it a view carries DreamFusion's "overhead" word
+
+
+def view_label(elevation: float, azimuth: float, overhead_threshold: float = OVERHEAD_ELEVATION,
+               fine: bool = False) -> str:
     """DreamFusion's view-dependent prompt label for one camera (degrees): front / side / back in 90° bins.
 
     fine: 45° bins, front / three-quarter / side / three-quarter / back, so that a label tells a cube's or a
@@ -112,7 +116,7 @@ def view_words(cfg: CameraConfig) -> List[str]:
     """Every view word that cameras drawn from cfg can carry (for checking a prior's vocabulary before training)."""
     words = ["front", "three-quarter", "side", "back"] if cfg.fine_views else ["front", "side", "back"]
     high = max(cfg.elevation_range[1], cfg.overhead_range[1] if cfg.overhead_prob > 0.0 else -90.0)
-    return words + (["overhead"] if high > 60.0 else [])
+    return words + (["overhead"] if high > OVERHEAD_ELEVATION else [])
 
 
 def spherical_to_position(elevation: torch.Tensor, azimuth: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
