@@ -23,9 +23,12 @@ def prepare_run_dir(out: Path, force: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DreamlmcError(f"--out {out} is a file, not a folder")
-    if out.exists() and any(out.iterdir()):
-        from dreamlmc.io import RunLock
+    from dreamlmc.io import RunLock
 
+    # a run that failed in its set-up (a bad prompt, a missing model) leaves only its released lock: nothing to keep
+    if out.is_dir() and [p.name for p in out.iterdir()] == [RunLock.NAME] and not RunLock.held_by_other(out):
+        (out / RunLock.NAME).unlink()
+    if out.exists() and any(out.iterdir()):
         if (out / RunLock.NAME).exists() and RunLock.held_by_other(out):
             raise DreamlmcError(f"--out {out} is being written by another dreamlmc process; wait for it or stop it "
                                 "(--force never replaces a run that is in progress)")

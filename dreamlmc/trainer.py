@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dreamlmc import config as config_lib
-from dreamlmc.cameras import CameraConfig, CameraSampler, orbit_cameras, view_words
+from dreamlmc.cameras import OVERHEAD_ELEVATION, CameraConfig, CameraSampler, orbit_cameras, view_words
 from dreamlmc.errors import DreamlmcError
 from dreamlmc.export import ExportConfig, extract_mesh, write_mesh
 from dreamlmc.guidance.sds import GuidanceConfig, LMCConfig, ScoreDistillation
@@ -117,6 +117,20 @@ class TrainConfig:
                                 "3D training takes 'sds' or 'lmc-sds'")
 
 
+
+def _check_overhead_views(camera: CameraConfig, backend) -> None:
+    """Views above OVERHEAD_ELEVATION carry the word "overhead": refuse them for a prior whose data never went that
+    high (the shipped built-in prior's token table has the word, DreamFusion's, but its images stop at 45°)."""
+    data = backend.data_elevation_range()
+    if data is None or "overhead" not in view_words(camera) or data[1] > OVERHEAD_ELEVATION:
+        return
+    raise DreamlmcError(
+        f"the prior's images stop at {data[1]:g}° elevation, so it never learnt the word 'overhead' that views above "
+        f"{OVERHEAD_ELEVATION:g}° carry; keep camera.elevation_range below {OVERHEAD_ELEVATION:g}° with "
+        "camera.overhead_prob=0, set view_prompts=false, or fine-tune the prior on higher views "
+        "(tools/make_shapes_data.py --elevation -10 85)")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, backend=None, progress: bool = True,
                  log: Callable[[str], None] = print):
@@ -133,6 +147,7 @@ class Trainer:
         backend.check_prompt(cfg.prompt)  # words the prior cannot take fail now, before any work
         if cfg.view_prompts:  # and so do view words the prior's weights never saw
             backend.encode_prompts(self.prompts_for(view_words(cfg.camera)))
+            _check_overhead_views(cfg.camera, backend)
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)

@@ -129,12 +129,27 @@ def test_variations_differ_and_reproduce_train(tmp_path, one_thread):
     (["--prompt", "a red cube", "--out", "{tmp}/x", "guidance.kind=dds"], "3D training takes"),
     (["--prompt", "a red cube", "--out", "{tmp}/x", "renderer.field.background_white_prob_end=1"], "background=grey"),
     (["--prompt", "a red cube", "--out", "{tmp}/x", "camera.fine_views=true"], "--fine-views"),  # shipped prior
+    (["--prompt", "a red cube", "--out", "{tmp}/x", "camera.overhead_prob=0.2"], "'overhead'"),  # data stop at 45°
+    (["--prompt", "a red cube", "--out", "{tmp}/x", "camera.elevation_range=[0,70]"], "'overhead'"),
 ])
 def test_bad_inputs_are_one_line_errors(args, needle, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert train(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def test_a_run_that_failed_in_its_set_up_does_not_block_its_folder(tmp_path, capsys):
+    from dreamlmc.errors import DreamlmcError
+    from dreamlmc.runs import prepare_run_dir
+
+    out = tmp_path / "x"
+    assert train(["--prompt", "a red dragon", "--out", str(out)]) == 2
+    assert out.is_dir()  # the lock was taken before the prior refused the prompt
+    prepare_run_dir(out, force=False)  # the corrected command needs no --force
+    (out / "config.yaml").write_text("steps: 3\n")  # anything else still does
+    with pytest.raises(DreamlmcError, match="--force"):
+        prepare_run_dir(out, force=False)
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_run(finished_run, tmp_path, capsys):

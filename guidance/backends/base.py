@@ -94,6 +94,11 @@ class DiffusionBackend:
         """Path of the k_psi shipped for this prior, if any."""
         return None
 
+    def data_elevation_range(self) -> Optional[Tuple[float, float]]:
+        """The camera elevations (degrees) of the images this prior was trained on, where known (the built-in
+        prior's card); None: unknown, as for real priors trained on the web's photographs."""
+        return None
+
     def card(self) -> Dict:
         return {"model_id": self.model_id, "latent_shape": list(self.latent_shape),
                 "image_resolution": self.image_resolution}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -20,6 +20,11 @@ def _assets_dir() -> Path:
 
 def default_weights() -> Path:
     return _assets_dir() / "builtin_prior.safetensors"
+
+
+# The elevations of the shipped prior's data: its card predates the card's data section, and
+# tools/make_shapes_data.py drew -10...45 degrees then (CameraConfig's default)
+SHIPPED_DATA_ELEVATION = (-10.0, 45.0)
 
 
 class BuiltinBackend(PixelSpaceBackend):
@@ -69,6 +74,10 @@ class BuiltinBackend(PixelSpaceBackend):
 
     def sample_images(self, prompts, guidance_scale, steps, generator=None):
         return sample(self.net, list(prompts), guidance_scale, steps, generator=generator, device=self.device)
+
+    def data_elevation_range(self) -> Tuple[float, float]:
+        rng = (self.prior_card.get("data") or {}).get("elevation_range") or SHIPPED_DATA_ELEVATION
+        return float(rng[0]), float(rng[1])
 
     def card(self):
         return dict(super().card(), prior_fingerprint=self.fingerprint, prior_steps=self.prior_card.get("steps"))
