@@ -65,6 +65,8 @@ def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer
     if resume:
         trainer.load_checkpoint()
     else:
+        if cfg.init_from:
+            trainer.init_field_from(cfg.init_from)
         dump_yaml(cfg, out / "config.yaml")
     if not trainer.train():
         raise SystemExit(130)

@@ -82,6 +82,10 @@ class TrainConfig:
     ema_decay: Optional[float] = spec(None, gt=0.0, lt=1.0)
     ema_start: float = spec(0.5, ge=0.0, lt=1.0)
     view_prompts: bool = True  # append ", front view" etc. per camera
+    # Start from another run's field (a run folder or a checkpoint file: its renderer weights at its last
+    # checkpoint) instead of the initial sphere, to refine an asset; optimiser, step and schedules start afresh.
+    # Its renderer.* settings must match this run's.
+    init_from: Optional[str] = None
     checkpoint_every: int = spec(100, ge=1)
     max_bad_steps: int = spec(20, ge=1)  # consecutive non-finite steps before the run stops
     # when the training renders have been empty (mean opacity < EMPTY_OPACITY) this many steps in a row while an
@@ -207,6 +211,25 @@ class Trainer:
         except Exception as e:
             raise DreamlmcError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); start again "
                                 "with --force or restore the file")
+
+    def init_field_from(self, source: str) -> None:
+        """TrainConfig.init_from: load another run's renderer weights (only those) before step 0."""
+        src = Path(source)
+        path = src / CHECKPOINT if src.is_dir() else src
+        if not path.is_file():
+            raise DreamlmcError(f"init_from {source}: no run folder with a checkpoint or checkpoint file there "
+                                f"({path} is missing)")
+        try:
+            weights = load_state(path)["renderer"]
+        except DreamlmcError:
+            raise
+        except Exception as e:
+            raise DreamlmcError(f"init_from {path} is unreadable or corrupt ({type(e).__name__})")
+        try:
+            self.renderer.load_state_dict(weights)
+        except RuntimeError:
+            raise DreamlmcError(f"init_from {source}: its field does not fit this run's renderer (another geometry, "
+                                "hash grid or background); train with the same renderer.* settings as that run")
 
     # ---------------------------------------------------------------------------------------------- loop
     def prompts_for(self, views: List[str]) -> List[str]:

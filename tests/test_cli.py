@@ -139,6 +139,25 @@ def test_bad_inputs_are_one_line_errors(args, needle, tmp_path, capsys):
     assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
 
 
+def test_init_from_starts_at_another_runs_field_and_checks_it(finished_run, tmp_path, capsys):
+    src = _final_params(finished_run)
+    out = tmp_path / "refined"
+    assert train(["--prompt", "a red cube", "--out", str(out), "steps=0", f"init_from={finished_run}"]) == 0
+    new = _final_params(out)
+    keys = [k for k in src if k.startswith("renderer/")]
+    assert keys and all(torch.equal(src[k], new[k]) for k in keys)
+    fresh = tmp_path / "fresh"  # without it, step 0 is the initial sphere
+    assert train(["--prompt", "a red cube", "--out", str(fresh), "steps=0"]) == 0
+    assert not all(torch.equal(src[k], _final_params(fresh)[k]) for k in keys)
+    capsys.readouterr()
+    for bad, needle in ((tmp_path / "none", "is missing"), (finished_run, "does not fit")):
+        extra = ["renderer.field.hash_grid.num_levels=4"] if needle == "does not fit" else []
+        assert train(["--prompt", "a red cube", "--out", str(tmp_path / "x"), "--force", "steps=0",
+                      f"init_from={bad}", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]
+
+
 def test_a_run_that_failed_in_its_set_up_does_not_block_its_folder(tmp_path, capsys):
     from dreamlmc.errors import DreamlmcError
     from dreamlmc.runs import prepare_run_dir
