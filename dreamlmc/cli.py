@@ -62,8 +62,8 @@ def cmd_train(args) -> int:
     if args.prompt is None and not any(o.startswith("prompt=") for o in args.overrides):
         raise DreamlmcError("--prompt is required, e.g. --prompt \"a red cube\"")
     cfg = resolve_config(_load_presets(args.config), _train_overrides(args) + list(args.overrides))
-    runs.prepare_run_dir(Path(args.out), args.force)
-    runs.run_training(cfg, Path(args.out), args.quiet)
+    replaced = runs.prepare_run_dir(Path(args.out), args.force, set_aside=True)
+    runs.run_training(cfg, Path(args.out), args.quiet, replaced=replaced)
     return 0
 
 

@@ -18,9 +18,11 @@ from dreamlmc.errors import DreamlmcError
 DONE = "DONE"
 
 
-def prepare_run_dir(out: Path, force: bool) -> None:
-    """Create a fresh run folder; refuse to touch an existing run without --force."""
-    out = Path(out)
+def prepare_run_dir(out: Path, force: bool, set_aside: bool = False) -> Optional[Path]:
+    """Create a fresh run folder; refuse to touch an existing run without --force. set_aside: the run --force
+    replaces is moved to a hidden sibling (returned) instead of deleted, for run_training to bring back should the
+    new run fail in its set-up (a typo in --force's command must not cost a finished run)."""
+    out, aside = Path(out), None
     if out.exists() and not out.is_dir():
         raise DreamlmcError(f"--out {out} is a file, not a folder")
     from dreamlmc.io import RunLock
@@ -36,26 +38,44 @@ def prepare_run_dir(out: Path, force: bool) -> None:
             what = "a finished run" if (out / DONE).exists() else (
                 "an unfinished run (continue it with --resume)" if (out / "checkpoints").exists() else "files")
             raise DreamlmcError(f"--out {out} already holds {what}; pass --force to replace it")
-        shutil.rmtree(out)
+        if set_aside:
+            aside = out.with_name(f".{out.name}.replaced")
+            if aside.exists():  # left by a process killed in its set-up
+                shutil.rmtree(aside)
+            out.rename(aside)
+        else:
+            shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
+        if aside is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            aside.rename(out)
         raise DreamlmcError(f"--out {out} is not writable ({e.strerror or type(e).__name__})")
+    return aside
 
 
-def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None) -> Path:
+def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None,
+                 replaced: Optional[Path] = None) -> Path:
     """Train (or resume) into the run folder, then write its outputs and DONE. trainer_cls: a Trainer subclass
-    (the quality benchmark's photometric ceiling); default Trainer."""
+    (the quality benchmark's photometric ceiling); default Trainer. replaced: the run this one replaces, set aside
+    by prepare_run_dir: deleted once the set-up has succeeded, moved back if it fails."""
     from dreamlmc.io import RunLock
 
-    with RunLock(out):  # one writer per run folder
-        return _run_training_locked(cfg, out, quiet, resume, log, trainer_cls)
+    try:
+        with RunLock(out):  # one writer per run folder
+            return _run_training_locked(cfg, out, quiet, resume, log, trainer_cls, replaced)
+    except BaseException:
+        if replaced is not None and replaced.exists():  # failed before training began: the old run comes back
+            shutil.rmtree(out, ignore_errors=True)
+            replaced.rename(out)
+        raise
 
 
-def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer_cls) -> Path:
+def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer_cls, replaced=None) -> Path:
     from dreamlmc.config import dump_yaml
     from dreamlmc.io import atomic_write_text
     from dreamlmc.trainer import Trainer
@@ -68,6 +88,8 @@ def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer
         if cfg.init_from:
             trainer.init_field_from(cfg.init_from)
         dump_yaml(cfg, out / "config.yaml")
+    if replaced is not None:  # the set-up succeeded: the replaced run goes
+        shutil.rmtree(replaced)
     if not trainer.train():
         raise SystemExit(130)
     if not quiet:

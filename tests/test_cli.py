@@ -171,6 +171,22 @@ def test_a_run_that_failed_in_its_set_up_does_not_block_its_folder(tmp_path, cap
         prepare_run_dir(out, force=False)
 
 
+def test_force_whose_run_fails_in_its_set_up_keeps_the_run_it_would_replace(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for bad in (["init_from=" + str(tmp_path / "none")], ["camera.overhead_prob=0.5"]):
+        assert train(["--prompt", "a red cube", "--out", str(run), "--force", *bad]) == 2
+        assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+        assert not (tmp_path / ".copy.replaced").exists()
+    capsys.readouterr()
+    assert train(["--prompt", "a red cube", "--out", str(run), "--force", "steps=2"]) == 0  # a good one replaces it
+    assert (run / "DONE").exists() and not (tmp_path / ".copy.replaced").exists()
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
 def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_run(finished_run, tmp_path, capsys):
     import shutil
 
