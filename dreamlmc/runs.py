@@ -158,7 +158,11 @@ def variations(presets: List[Dict], overrides: Sequence[str], count: int, out: P
 
     if not 1 <= count <= 64:
         raise DreamlmcError(f"--count must be between 1 and 64 (each variation is a full training run), got {count}")
+    from dreamlmc.guidance.backends import check_prompt
+
     out = Path(out)
+    first = resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true", "guidance.eps_seed=0"])
+    check_prompt(first.model, first.prompt)  # bad settings or prompts fail before --force removes anything
     prepare_run_dir(out, force)
     tiles = []
     for i in range(count):

@@ -187,6 +187,15 @@ def test_force_whose_run_fails_in_its_set_up_keeps_the_run_it_would_replace(fini
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
 
 
+def test_variations_with_a_bad_prompt_keep_the_folder_force_would_replace(tmp_path, capsys):
+    out = tmp_path / "vars"
+    out.mkdir()
+    (out / "variations.png").write_bytes(b"earlier")
+    assert main(["variations", "--prompt", "a red dragon", "--count", "2", "--out", str(out), "--force"]) == 2
+    assert (out / "variations.png").read_bytes() == b"earlier"
+    assert "dragon" in capsys.readouterr().err
+
+
 def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_run(finished_run, tmp_path, capsys):
     import shutil
 
