@@ -121,7 +121,6 @@ class TrainConfig:
                                 "3D training takes 'sds' or 'lmc-sds'")
 
 
-
 def _check_overhead_views(camera: CameraConfig, backend) -> None:
     """Views above OVERHEAD_ELEVATION carry the word "overhead": refuse them for a prior whose data never went that
     high (the shipped built-in prior's token table has the word, DreamFusion's, but its images stop at 45°)."""
