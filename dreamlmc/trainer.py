@@ -121,11 +121,12 @@ class TrainConfig:
                                 "3D training takes 'sds' or 'lmc-sds'")
 
 
-def _check_overhead_views(camera: CameraConfig, backend) -> None:
-    """Views above OVERHEAD_ELEVATION carry the word "overhead": refuse them for a prior whose data never went that
-    high (the shipped built-in prior's token table has the word, DreamFusion's, but its images stop at 45°)."""
+def _check_overhead_views(words: List[str], backend) -> None:
+    """words: the view words training can draw (cameras.view_words). Views above OVERHEAD_ELEVATION carry
+    "overhead": refuse them for a prior whose data never went that high (the shipped built-in prior's token table
+    has the word, DreamFusion's, but its images stop at 45°)."""
     data = backend.data_elevation_range()
-    if data is None or "overhead" not in view_words(camera) or data[1] > OVERHEAD_ELEVATION:
+    if data is None or "overhead" not in words or data[1] > OVERHEAD_ELEVATION:
         return
     raise DreamlmcError(
         f"the prior's images stop at {data[1]:g}° elevation, so it never learnt the word 'overhead' that views above "
@@ -149,8 +150,9 @@ class Trainer:
         self.backend = backend
         backend.check_prompt(cfg.prompt)  # words the prior cannot take fail now, before any work
         if cfg.view_prompts:  # and so do view words the prior's weights never saw
-            backend.encode_prompts(self.prompts_for(view_words(cfg.camera)))
-            _check_overhead_views(cfg.camera, backend)
+            words = view_words(cfg.camera)
+            backend.encode_prompts(self.prompts_for(words))
+            _check_overhead_views(words, backend)
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)

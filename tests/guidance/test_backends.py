@@ -114,7 +114,7 @@ def test_builtin_prior_refuses_a_view_word_its_weights_never_saw():
 def test_overhead_views_need_a_prior_whose_data_reach_them():
     from types import SimpleNamespace
 
-    from dreamlmc.cameras import CameraConfig
+    from dreamlmc.cameras import CameraConfig, view_words
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
     from dreamlmc.trainer import _check_overhead_views
 
@@ -125,12 +125,13 @@ def test_overhead_views_need_a_prior_whose_data_reach_them():
 
     high = CameraConfig(elevation_range=(0.0, 30.0), overhead_prob=0.2)
     with pytest.raises(DreamlmcError, match="stop at 45°"):
-        _check_overhead_views(high, backend((-10.0, 45.0)))
+        _check_overhead_views(view_words(high), backend((-10.0, 45.0)))
     with pytest.raises(DreamlmcError, match="'overhead'"):
-        _check_overhead_views(CameraConfig(elevation_range=(0.0, 70.0)), backend((-10.0, 45.0)))
-    _check_overhead_views(high, backend((-10.0, 85.0)))  # a prior trained on views from above (README row 96)
-    _check_overhead_views(high, backend(None))  # real priors: unknown, allowed
-    _check_overhead_views(CameraConfig(elevation_range=(0.0, 60.0)), backend((-10.0, 45.0)))  # no view above 60°
+        _check_overhead_views(view_words(CameraConfig(elevation_range=(0.0, 70.0))), backend((-10.0, 45.0)))
+    _check_overhead_views(view_words(high), backend((-10.0, 85.0)))  # trained on views from above (row 96)
+    _check_overhead_views(view_words(high), backend(None))  # real priors: unknown, allowed
+    level = CameraConfig(elevation_range=(0.0, 60.0))  # no view above 60°
+    _check_overhead_views(view_words(level), backend((-10.0, 45.0)))
 
 
 def test_pickle_only_weights_are_refused_with_a_conversion_hint(tmp_path):
