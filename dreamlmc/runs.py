@@ -18,10 +18,31 @@ from dreamlmc.errors import DreamlmcError
 DONE = "DONE"
 
 
-def prepare_run_dir(out: Path, force: bool, set_aside: bool = False) -> Optional[Path]:
+class SetAside:
+    """A folder --force replaces, moved to a hidden sibling until the new run's set-up has succeeded: `discard` it
+    then, or `restore` it (the new folder goes) should the set-up fail. A typo in --force's command must not cost a
+    finished run."""
+
+    def __init__(self, home: Path):
+        self.home, self.aside = home, home.with_name(f".{home.name}.replaced")
+        if self.aside.exists():  # left by a process killed in its set-up
+            shutil.rmtree(self.aside)
+        home.rename(self.aside)
+
+    def discard(self) -> None:
+        if self.aside.exists():
+            shutil.rmtree(self.aside)
+
+    def restore(self) -> None:
+        if self.aside.exists():
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.aside.rename(self.home)
+
+
+def prepare_run_dir(out: Path, force: bool, set_aside: bool = False) -> Optional[SetAside]:
     """Create a fresh run folder; refuse to touch an existing run without --force. set_aside: the run --force
-    replaces is moved to a hidden sibling (returned) instead of deleted, for run_training to bring back should the
-    new run fail in its set-up (a typo in --force's command must not cost a finished run)."""
+    replaces is moved aside (the SetAside returned) instead of deleted, for the caller to discard once the new
+    run's set-up has succeeded or to restore should it fail."""
     out, aside = Path(out), None
     if out.exists() and not out.is_dir():
         raise DreamlmcError(f"--out {out} is a file, not a folder")
@@ -39,10 +60,7 @@ def prepare_run_dir(out: Path, force: bool, set_aside: bool = False) -> Optional
                 "an unfinished run (continue it with --resume)" if (out / "checkpoints").exists() else "files")
             raise DreamlmcError(f"--out {out} already holds {what}; pass --force to replace it")
         if set_aside:
-            aside = out.with_name(f".{out.name}.replaced")
-            if aside.exists():  # left by a process killed in its set-up
-                shutil.rmtree(aside)
-            out.rename(aside)
+            aside = SetAside(out)
         else:
             shutil.rmtree(out)
     try:
@@ -52,26 +70,25 @@ def prepare_run_dir(out: Path, force: bool, set_aside: bool = False) -> Optional
         probe.unlink()
     except OSError as e:
         if aside is not None:
-            shutil.rmtree(out, ignore_errors=True)
-            aside.rename(out)
+            aside.restore()
         raise DreamlmcError(f"--out {out} is not writable ({e.strerror or type(e).__name__})")
     return aside
 
 
 def run_training(cfg, out: Path, quiet: bool, resume: bool = False, log=print, trainer_cls=None,
-                 replaced: Optional[Path] = None) -> Path:
+                 replaced: Optional[SetAside] = None) -> Path:
     """Train (or resume) into the run folder, then write its outputs and DONE. trainer_cls: a Trainer subclass
-    (the quality benchmark's photometric ceiling); default Trainer. replaced: the run this one replaces, set aside
-    by prepare_run_dir: deleted once the set-up has succeeded, moved back if it fails."""
+    (the quality benchmark's photometric ceiling); default Trainer. replaced: the folder this run replaces (out
+    itself, or the variations folder that holds it), set aside by prepare_run_dir: discarded once the set-up has
+    succeeded, restored if it fails."""
     from dreamlmc.io import RunLock
 
     try:
         with RunLock(out):  # one writer per run folder
             return _run_training_locked(cfg, out, quiet, resume, log, trainer_cls, replaced)
     except BaseException:
-        if replaced is not None and replaced.exists():  # failed before training began: the old run comes back
-            shutil.rmtree(out, ignore_errors=True)
-            replaced.rename(out)
+        if replaced is not None:  # failed before training began: the old run comes back
+            replaced.restore()
         raise
 
 
@@ -89,7 +106,7 @@ def _run_training_locked(cfg, out: Path, quiet: bool, resume: bool, log, trainer
             trainer.init_field_from(cfg.init_from)
         dump_yaml(cfg, out / "config.yaml")
     if replaced is not None:  # the set-up succeeded: the replaced run goes
-        shutil.rmtree(replaced)
+        replaced.discard()
     if not trainer.train():
         raise SystemExit(130)
     if not quiet:
@@ -162,17 +179,23 @@ def variations(presets: List[Dict], overrides: Sequence[str], count: int, out: P
 
     out = Path(out)
     first = resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true", "guidance.eps_seed=0"])
-    check_prompt(first.model, first.prompt)  # bad settings or prompts fail before --force removes anything
-    prepare_run_dir(out, force)
+    check_prompt(first.model, first.prompt)  # bad settings or prompts fail before --force touches anything
+    replaced = prepare_run_dir(out, force, set_aside=True)
     tiles = []
-    for i in range(count):
-        cfg = resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true", f"guidance.eps_seed={i}"])
-        run = out / f"eps{i}"
-        prepare_run_dir(run, False)
-        if not quiet:
-            log(f"variation {i + 1}/{count} (eps seed {i}) -> {run}")
-        run_training(cfg, run, quiet)
-        tiles.append(load_png(run / "preview.png"))
+    try:
+        for i in range(count):
+            cfg = resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true", f"guidance.eps_seed={i}"])
+            run = out / f"eps{i}"
+            prepare_run_dir(run, False)
+            if not quiet:
+                log(f"variation {i + 1}/{count} (eps seed {i}) -> {run}")
+            # the folder --force replaces goes once the first variation's set-up has succeeded
+            run_training(cfg, run, quiet, replaced=replaced if i == 0 else None)
+            tiles.append(load_png(run / "preview.png"))
+    except BaseException:
+        if replaced is not None:  # a no-op once discarded
+            replaced.restore()
+        raise
     import torch
 
     save_png(torch.cat(tiles, dim=1), out / "variations.png")

@@ -6,6 +6,7 @@ and, once finished, model.glb, preview.png and turntable.mp4 (or .gif).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -135,6 +136,18 @@ def _check_overhead_views(words: List[str], backend) -> None:
         "(tools/make_shapes_data.py --elevation -10 85)")
 
 
+
+@contextlib.contextmanager
+def _corrupt_as_error(what: str, hint: str = ""):
+    """Any failure to read a checkpoint (other than dreamlmc's own errors) -> one clear DreamlmcError."""
+    try:
+        yield
+    except DreamlmcError:
+        raise
+    except Exception as e:
+        raise DreamlmcError(f"{what} is unreadable or corrupt ({type(e).__name__}){hint}")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, backend=None, progress: bool = True,
                  log: Callable[[str], None] = print):
@@ -193,7 +206,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Optional[Path] = None) -> None:
         path = Path(path or self.run_dir / CHECKPOINT)
-        try:
+        with _corrupt_as_error(f"checkpoint {path}", "; start again with --force or restore the file"):
             st = load_state(path)
             self.renderer.load_state_dict(st["renderer"])
             load_optimizer_state(self.optimizer, st["optimizer"])
@@ -207,11 +220,6 @@ class Trainer:
             self.sparsity_scale = float(st.get("sparsity_scale", 1.0))
             self.ema = st.get("ema")
             self.empty_steps = 0
-        except DreamlmcError:
-            raise
-        except Exception as e:
-            raise DreamlmcError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); start again "
-                                "with --force or restore the file")
 
     def init_field_from(self, source: str) -> None:
         """TrainConfig.init_from: load another run's renderer weights (only those) before step 0."""
@@ -220,12 +228,8 @@ class Trainer:
         if not path.is_file():
             raise DreamlmcError(f"init_from {source}: no run folder with a checkpoint or checkpoint file there "
                                 f"({path} is missing)")
-        try:
+        with _corrupt_as_error(f"init_from {path}"):
             weights = load_state(path)["renderer"]
-        except DreamlmcError:
-            raise
-        except Exception as e:
-            raise DreamlmcError(f"init_from {path} is unreadable or corrupt ({type(e).__name__})")
         try:
             self.renderer.load_state_dict(weights)
         except RuntimeError:

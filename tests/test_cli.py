@@ -150,7 +150,9 @@ def test_init_from_starts_at_another_runs_field_and_checks_it(finished_run, tmp_
     assert train(["--prompt", "a red cube", "--out", str(fresh), "steps=0"]) == 0
     assert not all(torch.equal(src[k], _final_params(fresh)[k]) for k in keys)
     capsys.readouterr()
-    for bad, needle in ((tmp_path / "none", "is missing"), (finished_run, "does not fit")):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint")
+    for bad, needle in ((tmp_path / "none", "is missing"), (finished_run, "does not fit"), (garbage, "corrupt")):
         extra = ["renderer.field.hash_grid.num_levels=4"] if needle == "does not fit" else []
         assert train(["--prompt", "a red cube", "--out", str(tmp_path / "x"), "--force", "steps=0",
                       f"init_from={bad}", *extra]) == 2
@@ -194,6 +196,24 @@ def test_variations_with_a_bad_prompt_keep_the_folder_force_would_replace(tmp_pa
     assert main(["variations", "--prompt", "a red dragon", "--count", "2", "--out", str(out), "--force"]) == 2
     assert (out / "variations.png").read_bytes() == b"earlier"
     assert "dragon" in capsys.readouterr().err
+
+
+def test_variations_force_whose_first_run_fails_in_its_set_up_keeps_the_folder(tmp_path, capsys):
+    out = tmp_path / "vars"
+    (out / "eps0").mkdir(parents=True)
+    (out / "variations.png").write_bytes(b"earlier")
+    (out / "eps0" / "DONE").write_text("finished\n")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # the prompt is fine, so the old folder is set aside; the first variation's trainer then refuses its start
+    assert main(["variations", "--prompt", "a red cube", "--count", "2", "--out", str(out), "--force", "--quiet",
+                 f"init_from={tmp_path / 'none'}"]) == 2
+    assert "is missing" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / ".vars.replaced").exists()
+    assert main(["variations", "--config", QUICK, "--prompt", "a red cube", "--count", "1", "--out", str(out),
+                 "--force", "--quiet", "steps=2"]) == 0  # a good one replaces it
+    assert (out / "eps0" / "DONE").read_text() != "finished\n" and not (out / "eps1").exists()
+    assert (out / "variations.png").read_bytes() != b"earlier" and not (tmp_path / ".vars.replaced").exists()
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_run(finished_run, tmp_path, capsys):
