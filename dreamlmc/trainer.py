@@ -166,6 +166,8 @@ class Trainer:
             words = view_words(cfg.camera)
             backend.encode_prompts(self.prompts_for(words))
             _check_overhead_views(words, backend)
+        if cfg.guidance.partial_scale is not None:  # composable guidance: the prior must split the prompt
+            backend.partial_prompts([cfg.prompt])
         res = cfg.resolution or backend.image_resolution
         self.resolution = res
         self.sampler = CameraSampler(cfg.camera, res, res, seed=cfg.seed)

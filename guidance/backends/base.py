@@ -76,6 +76,14 @@ class DiffusionBackend:
         if not prompt or not prompt.strip():
             raise DreamlmcError("the prompt is empty")
 
+    def partial_prompts(self, prompts: List[str]) -> List[str]:
+        """Each prompt's colour alone, for guidance.partial_scale (composable guidance): the built-in prior only,
+        whose prompts have a grammar; a real text encoder's prompts have none to split."""
+        from dreamlmc.errors import DreamlmcError
+
+        raise DreamlmcError("guidance.partial_scale needs the built-in prior (it splits a prompt into its colour and "
+                            "its shape); unset it for this model")
+
     @classmethod
     def world(cls):
         """The prior's world with known ground truth, or None (real priors). The built-in prior returns the

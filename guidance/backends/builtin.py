@@ -60,6 +60,17 @@ class BuiltinBackend(PixelSpaceBackend):
 
         parse_prompt(prompt)
 
+    def partial_prompts(self, prompts: List[str]) -> List[str]:
+        """'a white cube, front view' -> 'a white, front view'; a prompt without a colour -> '' (unconditional, so
+        composable guidance is plain guidance for it)."""
+        from dreamlmc.shapes.world import parse_prompt, prompt_for
+
+        out = []
+        for p in prompts:
+            parts = parse_prompt(p)
+            out.append(prompt_for(parts["colour"], None, parts["view"]) if parts["colour"] else "")
+        return out
+
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         ids = tokenize(prompts)
         known = len(self.prior_card.get("vocabulary") or TOKENS)  # older weights: a prefix of today's words

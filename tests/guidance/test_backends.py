@@ -99,6 +99,15 @@ def test_builtin_prior_rejects_unknown_words():
     assert "dragon" in str(e.value) and "--model" in str(e.value)
 
 
+def test_builtin_prior_splits_a_prompt_into_its_colour_for_composable_guidance():
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+
+    be = BuiltinBackend()
+    assert be.partial_prompts(["a white cube, front view", "an orange pyramid", "a cone, side view"]) == [
+        "a white, front view", "an orange", ""]  # no colour: the unconditional prompt (plain guidance)
+    be.encode_prompts(be.partial_prompts(["a white cube, front view"]))  # and the prior takes them
+
+
 def test_builtin_prior_refuses_a_view_word_its_weights_never_saw():
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
 
@@ -147,3 +156,13 @@ def test_pickle_only_weights_are_refused_with_a_conversion_hint(tmp_path):
     assert list((folder / "unet").glob("*.bin"))
     with pytest.raises(DreamlmcError, match=r"only pickle weights .*safetensors only.*safe_serialization=True"):
         load_backend(str(folder))
+
+
+def test_composable_guidance_is_refused_at_start_on_a_real_prior(tiny_sd, tmp_path):
+    from dreamlmc.trainer import Trainer, resolve_config
+
+    cfg = resolve_config([], [f"model={tiny_sd}", "prompt=a red cube", "guidance.partial_scale=3",
+                              "guidance.corrective=identity"])
+    with pytest.raises(DreamlmcError, match="built-in prior"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()

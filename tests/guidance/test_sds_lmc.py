@@ -306,3 +306,41 @@ def test_guidance_scale_moves_to_its_end_value_with_training_progress(batch):
                                             guidance_scale_end_factor=0.6), StubBackend())
     both.set_progress(1.0)
     assert both.scale == 7.5
+
+
+class PartialStub(StubBackend):
+    """The stub with a grammar: a prompt's colour alone is its first two words."""
+
+    def partial_prompts(self, prompts):
+        return [" ".join(p.split()[:2]) for p in prompts]
+
+
+def test_composable_guidance_splits_the_prompt_term_into_colour_and_shape(batch):
+    images, t, eps = batch
+    s, s_p, prompts = 12.0, 3.0, ("a red cube", "a blue sphere")
+    cfg = GuidanceConfig(kind="sds", guidance_scale=s, partial_scale=s_p, fixed_eps=False)
+    g = ScoreDistillation(cfg, PartialStub())
+    img = images.clone().requires_grad_(True)
+    out = g(img, list(prompts), t=t, eps=eps)
+    gc, = torch.autograd.grad(out["loss_cond"], img)
+    be = StubBackend()
+    ac = be.alphas_cumprod[t]
+    a, sg = ac.sqrt().view(-1, 1, 1, 1), (1 - ac).sqrt().view(-1, 1, 1, 1)
+    x_t = a * (images * 2 - 1) + sg * eps
+    e_c, e_p, e_u = (be._predict(x_t, t, be.encode_prompts(list(p)))
+                     for p in (prompts, ("a red", "a blue"), ("", "")))
+    want = sg ** 2 * ((s - 1) * (e_c - e_p) + (s_p - 1) * (e_p - e_u))  # ε̂ − ε_c of the composed ε̂
+    torch.testing.assert_close(gc, 2 * want / 2, rtol=1e-5, atol=1e-7)
+    # at s_p = s the split adds up to plain guidance
+    plain, _, _ = run(GuidanceConfig(kind="sds", guidance_scale=s, fixed_eps=False), images, prompts, t, eps)
+    same, _, _ = run(dataclasses.replace(cfg, partial_scale=s), images, prompts, t, eps, backend=PartialStub())
+    torch.testing.assert_close(same["grad_norm_cond"], plain["grad_norm_cond"])
+    assert not torch.allclose(out["grad_norm_cond"], plain["grad_norm_cond"])
+
+
+def test_composable_guidance_needs_a_prior_with_a_grammar(batch):
+    from dreamlmc.errors import DreamlmcError
+
+    images, t, eps = batch
+    with pytest.raises(DreamlmcError, match="built-in prior"):
+        run(GuidanceConfig(partial_scale=3.0), images, t=t, eps=eps)
