@@ -136,7 +136,6 @@ def _check_overhead_views(words: List[str], backend) -> None:
         "(tools/make_shapes_data.py --elevation -10 85)")
 
 
-
 @contextlib.contextmanager
 def _corrupt_as_error(what: str, hint: str = ""):
     """Any failure to read a checkpoint (other than dreamlmc's own errors) -> one clear DreamlmcError."""

@@ -86,6 +86,9 @@ class GuidanceConfig:
         if self.t_max_end is not None and self.t_max_end < lo:
             raise DreamlmcError(f"config key 'guidance.t_max_end' must be >= guidance.t_range[0] ({lo:g}), "
                                 f"got {self.t_max_end}")
+        if self.partial_scale is not None and self.kind == "lmc-sds" and self.lmc.x_hat_from == "guided":
+            raise DreamlmcError("config key 'guidance.partial_scale' does not combine with guidance.lmc.x_hat_from="
+                                "guided (the corrective's target would ignore the split); use one of the two")
 
     def end_scale(self) -> Optional[float]:
         """The guidance scale at the end of training (None: constant at guidance_scale)."""

@@ -344,3 +344,5 @@ def test_composable_guidance_needs_a_prior_with_a_grammar(batch):
     images, t, eps = batch
     with pytest.raises(DreamlmcError, match="built-in prior"):
         run(GuidanceConfig(partial_scale=3.0), images, t=t, eps=eps)
+    with pytest.raises(DreamlmcError, match="x_hat_from"):  # the corrective's guided target has no split
+        GuidanceConfig(partial_scale=3.0, lmc=LMCConfig(x_hat_from="guided")).validate()
