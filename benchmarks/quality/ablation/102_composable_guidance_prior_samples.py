@@ -2,7 +2,7 @@
 "a white cube, front view" and "a red cube, front view" under composable guidance,
 ε̂ = ε_u + s_p (ε_partial − ε_u) + s (ε_c − ε_partial), with the partial prompt the colour alone (the shape word
 dropped; guidance.partial_scale) or the shape alone (the colour word dropped). (s_p, s) = (20, 20) is plain guidance
-at s = 20. Prints each row's foreground share and mean brightness; writes the grid beside this file.
+at s = 20, (1, 1) the purely conditional prior. Prints each row's foreground share and mean brightness; writes the grid beside this file.
 
     python benchmarks/quality/ablation/102_composable_guidance_prior_samples.py
 """
@@ -36,7 +36,7 @@ def samples(colour, shape, keep, s_p, s, n=8):
 
 rows, table = [], []
 for colour in ("white", "red"):
-    for keep, s_p, s in (("colour", 20, 20), ("colour", 3, 20), ("colour", 7.5, 20), ("colour", 3, 12),
+    for keep, s_p, s in (("colour", 1, 1), ("colour", 20, 20), ("colour", 3, 20), ("colour", 7.5, 20), ("colour", 3, 12),
                          ("shape", 20, 3), ("shape", 12, 3)):
         x = samples(colour, "cube", keep, s_p, s)
         fg = (x - 1).abs().sum(1) > 0.06
