@@ -182,20 +182,16 @@ def variations(presets: List[Dict], overrides: Sequence[str], count: int, out: P
     check_prompt(first.model, first.prompt)  # bad settings or prompts fail before --force touches anything
     replaced = prepare_run_dir(out, force, set_aside=True)
     tiles = []
-    try:
-        for i in range(count):
-            cfg = resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true", f"guidance.eps_seed={i}"])
-            run = out / f"eps{i}"
-            prepare_run_dir(run, False)
-            if not quiet:
-                log(f"variation {i + 1}/{count} (eps seed {i}) -> {run}")
-            # the folder --force replaces goes once the first variation's set-up has succeeded
-            run_training(cfg, run, quiet, replaced=replaced if i == 0 else None)
-            tiles.append(load_png(run / "preview.png"))
-    except BaseException:
-        if replaced is not None:  # a no-op once discarded
-            replaced.restore()
-        raise
+    for i in range(count):
+        cfg = first if i == 0 else resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true",
+                                                                             f"guidance.eps_seed={i}"])
+        run = out / f"eps{i}"
+        prepare_run_dir(run, False)
+        if not quiet:
+            log(f"variation {i + 1}/{count} (eps seed {i}) -> {run}")
+        # the folder --force replaces goes once the first variation's set-up has succeeded, and comes back if it fails
+        run_training(cfg, run, quiet, replaced=replaced if i == 0 else None)
+        tiles.append(load_png(run / "preview.png"))
     import torch
 
     save_png(torch.cat(tiles, dim=1), out / "variations.png")

@@ -187,7 +187,7 @@ class ScoreDistillation:
             high = t.float() >= cfg.guidance_t_max * be.num_train_timesteps
             s = torch.where(high, torch.tensor(float(cfg.high_t_scale)), torch.tensor(float(s))).to(x.device, x.dtype)
             s = s.view(-1, 1, 1, 1)
-        guided = bool((torch.as_tensor(s) != 1.0).any())
+        guided = bool((torch.as_tensor(s) != 1.0).any()) or partial is not None  # the split needs ε_u at any s
         with torch.no_grad():
             x_t = add_noise(x.detach(), alpha, sigma, eps)
             eps_c, eps_u = be.predict_noise(x_t, t, cond, uncond if guided else None)

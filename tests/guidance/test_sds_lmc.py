@@ -346,3 +346,10 @@ def test_composable_guidance_needs_a_prior_with_a_grammar(batch):
         run(GuidanceConfig(partial_scale=3.0), images, t=t, eps=eps)
     with pytest.raises(DreamlmcError, match="x_hat_from"):  # the corrective's guided target has no split
         GuidanceConfig(partial_scale=3.0, lmc=LMCConfig(x_hat_from="guided")).validate()
+
+
+def test_composable_guidance_at_scale_one_still_guides_the_colour(batch):
+    images, t, eps = batch
+    cfg = GuidanceConfig(kind="sds", guidance_scale=1.0, partial_scale=3.0, fixed_eps=False)
+    out, grad, be = run(cfg, images, ("a red cube", "a blue sphere"), t, eps, backend=PartialStub())
+    assert torch.isfinite(grad).all() and float(out["grad_norm_cond"]) > 0  # (s_p − 1)(ε_colour − ε_u) alone
