@@ -271,6 +271,10 @@ class Trainer:
                 sparsity_below = self.renderer(below, "albedo", self.generator)["sparsity"]
                 sparsity = sparsity + sparsity_below
             loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity
+        if cfg.renderer.volume_weight > 0:
+            ramp = cfg.renderer.sparsity_ramp
+            frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
+            loss = loss + frac * cfg.renderer.volume_weight * self.sparsity_scale * out["volume"]
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         if cfg.renderer.smooth_weight > 0:
@@ -306,7 +310,7 @@ class Trainer:
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
                "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
-               "sparsity_below": float(sparsity_below.detach()),
+               "sparsity_below": float(sparsity_below.detach()), "volume": float(out.get("volume", torch.zeros(())).detach()),
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
@@ -347,7 +351,8 @@ class Trainer:
 
     def _recovers(self) -> bool:
         """Whether a vanished object is recovered: only an opacity penalty can be halved."""
-        return bool(self.cfg.empty_patience) and self.cfg.renderer.sparsity_weight > 0
+        return bool(self.cfg.empty_patience) and (self.cfg.renderer.sparsity_weight > 0
+                                                  or self.cfg.renderer.volume_weight > 0)
 
     @property
     def fraction_done(self) -> float:

@@ -42,6 +42,13 @@ class RendererConfig:
     # removes the skirts but flattens the white cube (README row 65); 0: none
     sparsity_below_views: int = spec(0, ge=0, le=16)
     sparsity_below_elevation: Tuple[float, float] = spec((-60.0, -20.0), ge=-90.0, le=0.0, ordered=True)
+    # weight of a volume penalty: the mean occupancy (sdf: the Laplace CDF of −sdf/β, the density's own [0, 1]
+    # factor; density: one march step's alpha) at volume_points random points of the box per training render. The
+    # opacity penalty sees only what a view renders, so density hidden behind a surface (a skirt below the base,
+    # which the guided views at elevations 0-30 see edge-on at most) costs nothing; this term costs it the same
+    # as visible density. Shares the opacity penalty's ramp; 0 disables
+    volume_weight: float = spec(0.0, ge=0.0)
+    volume_points: int = spec(1024, ge=1, le=1_000_000)
     # sdf geometry: weight of the eikonal term (|grad sdf| = 1) at the shaded samples and at eikonal_points random
     # points of the box per training render (keeps the sdf a distance away from the surface too)
     eikonal_weight: float = spec(0.1, ge=0.0)
@@ -107,6 +114,9 @@ class Renderer(nn.Module):
             b = self.cfg.field.bound
             pts = (torch.rand(self.cfg.eikonal_points, 3, generator=generator) * 2 - 1).to(rays_o) * b
             result["eikonal"] = 0.5 * (result["eikonal"] + eikonal(self.field.geometry_gradient(pts)))
+        result["volume"] = torch.zeros((), device=rays_o.device)
+        if self.training and self.cfg.volume_weight > 0:
+            result["volume"] = self.volume_occupancy(generator)
         for k in [k for k in out if k.startswith("rgb")]:
             result[k] = img(out[k] + (1.0 - out["opacity"]) * bg)
         if "normal" in out:
@@ -114,6 +124,18 @@ class Renderer(nn.Module):
             result["normal"] = img(0.5 * (out["normal"] + 1) * out["opacity"] + (1 - out["opacity"]) *
                                    torch.tensor([0.5, 0.5, 1.0], device=bg.device))
         return result
+
+    def volume_occupancy(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Mean occupancy in [0, 1] of the field at volume_points uniform random points of the box [-bound, bound]³
+        (RendererConfig.volume_weight)."""
+        b = self.cfg.field.bound
+        device = next(self.field.parameters()).device
+        pts = ((torch.rand(self.cfg.volume_points, 3, generator=generator) * 2 - 1) * b).to(device)
+        g, _ = self.field.geometry_and_albedo(pts)
+        density = self.field.density_from_geometry(g)
+        if self.field.is_sdf:
+            return (density * self.field.beta).mean()
+        return (1.0 - torch.exp(-density * 2.0 * b / self.cfg.num_samples)).mean()
 
     def render_rays(self, rays_o, rays_d, light_pos, mode, generator=None, perturb=True) -> Dict[str, torch.Tensor]:
         cfg = self.cfg

@@ -123,3 +123,34 @@ def test_multiple_shading_modes_in_one_pass_match_single_passes():
         both = ren(cams, ("lambertian", "textureless"), perturb=False)
         tl = ren(cams, "textureless", perturb=False)
     torch.testing.assert_close(both["rgb_textureless"], tl["rgb"])
+
+
+
+def test_volume_penalty_measures_the_sdf_spheres_share_of_the_box_and_its_gradient_shrinks_it():
+    """renderer.volume_weight: the mean occupancy at random points of the box. The initial sdf sphere (radius r in
+    a box of side 2b) fills 4/3 π r³ / (2b)³ of it, visible or not, and a step down its gradient lowers it."""
+    from dreamlmc.renderers.field import FieldConfig
+    for r in (0.3, 0.6):
+        cfg = RendererConfig(field=FieldConfig(geometry="sdf", blob_radius=r, sdf_beta=0.01), volume_weight=1.0,
+                             volume_points=200_000)
+        ren = Renderer(cfg).train()
+        vol = ren.volume_occupancy(torch.Generator().manual_seed(0))
+        assert vol.item() == pytest.approx(4 / 3 * math.pi * r ** 3 / 8, rel=0.05)
+    vol.backward()
+    with torch.no_grad():
+        for p in ren.field.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    assert ren.volume_occupancy(torch.Generator().manual_seed(0)).item() < vol.item() - 1e-3
+
+
+def test_the_trainer_adds_the_volume_penalty_only_when_asked(tmp_path):
+    from pathlib import Path
+
+    from dreamlmc.config import load_yaml
+    from dreamlmc.trainer import Trainer, resolve_config
+    quick = Path(__file__).resolve().parents[2] / "configs" / "quick.yaml"
+    for over, positive in (([], False), (["renderer.volume_weight=50"], True)):
+        cfg = resolve_config([load_yaml(quick)], ["prompt=a red cube", "steps=4", *over])
+        rec = Trainer(cfg, tmp_path / str(positive), progress=False).train_step()
+        assert (rec["volume"] > 0.01) == positive
