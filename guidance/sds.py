@@ -89,6 +89,9 @@ class GuidanceConfig:
         if self.partial_scale is not None and self.kind == "lmc-sds" and self.lmc.x_hat_from == "guided":
             raise DreamlmcError("config key 'guidance.partial_scale' does not combine with guidance.lmc.x_hat_from="
                                 "guided (the corrective's target would ignore the split); use one of the two")
+        if self.partial_scale is not None and self.kind == "dds":
+            raise DreamlmcError("config key 'guidance.partial_scale' does not apply to guidance.kind=dds (2D editing "
+                                "guides by a source and a target prompt, not by one split prompt); drop one of the two")
 
     def end_scale(self) -> Optional[float]:
         """The guidance scale at the end of training (None: constant at guidance_scale)."""
@@ -165,7 +168,7 @@ class ScoreDistillation:
         if cond is None:
             cond, uncond = self.embed(prompts)
         partial = None
-        if cfg.partial_scale is not None and cfg.kind != "dds":
+        if cfg.partial_scale is not None:
             if prompts is None:
                 raise ValueError("guidance.partial_scale needs the prompts (it embeds their colour alone)")
             partial = be.encode_prompts(be.partial_prompts(list(prompts)))

@@ -346,6 +346,8 @@ def test_composable_guidance_needs_a_prior_with_a_grammar(batch):
         run(GuidanceConfig(partial_scale=3.0), images, t=t, eps=eps)
     with pytest.raises(DreamlmcError, match="x_hat_from"):  # the corrective's guided target has no split
         GuidanceConfig(partial_scale=3.0, lmc=LMCConfig(x_hat_from="guided")).validate()
+    with pytest.raises(DreamlmcError, match="kind=dds"):  # 2D editing has two prompts, no one prompt to split
+        GuidanceConfig(kind="dds", partial_scale=3.0).validate()
 
 
 def test_composable_guidance_at_scale_one_still_guides_the_colour(batch):
