@@ -212,7 +212,7 @@ def run_one(argv: List[str], out: str, threads: int, presets: Sequence[str] = ()
     torch.set_num_threads(max(1, threads))
     out_p = Path(out)
     t0 = time.time()
-    rec: Dict = {"status": "ok", "error": None, "run_dir": str(out_p)}
+    rec: Dict = {"status": "ok", "error": None, "run_dir": str(out_p), "started": t0}
     skipped = (out_p / DONE).exists()
     if not skipped:
         config_flags = sum((["--config", p] for p in presets), [])
@@ -239,6 +239,7 @@ def run_one(argv: List[str], out: str, threads: int, presets: Sequence[str] = ()
     rec["skipped"] = skipped
     rec["seconds"] = _run_seconds(out_p) if rec["status"] == "ok" else time.time() - t0
     rec["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    rec["finished"] = time.time()
     if rec["status"] == "ok":
         rec["outputs"] = {k: str(out_p / n) for k, n in (("mesh", "model.glb"), ("preview", "preview.png"))
                           if (out_p / n).exists()}
@@ -324,11 +325,18 @@ def run_batch(runs: Sequence[RunSpec], out: Path, presets: Sequence[str] = (), o
         if r.slug in preflight_failed:
             results[r.slug] = {"status": "failed", "error": preflight_failed[r.slug], "run_dir": str(out / r.slug),
                                "skipped": False, "seconds": 0.0}
+    # at most `workers` runs in flight: Ray alone would start one per cpus_per_run cores (measured: --workers 1
+    # --cpus-per-run 1 ran two at once on 2 cores)
+    queue = [r for r in runs if r.slug not in results]
     pending = {}
-    for r in runs:
-        if r.slug not in results:
+
+    def submit() -> None:
+        while queue and len(pending) < workers:
+            r = queue.pop(0)
             ref = task.remote(r.argv, str(out / r.slug), cpus_per_run, list(presets), list(overrides), evaluate)
             pending[ref] = r
+
+    submit()
     from tqdm import tqdm
 
     bar = tqdm(total=len(runs), initial=len(results), disable=not progress, desc="batch", unit="run",
@@ -352,8 +360,9 @@ def run_batch(runs: Sequence[RunSpec], out: Path, presets: Sequence[str] = (), o
                 if results[r.slug]["status"] != "ok" and progress:
                     bar.write(f"failed: {r.slug}: {results[r.slug]['error']}")
                 bar.update(1)
+            submit()
             failed = sum(v["status"] != "ok" for v in results.values())
-            bar.set_postfix(done=len(results) - failed, failed=failed, running=min(len(pending), workers),
+            bar.set_postfix(done=len(results) - failed, failed=failed, running=len(pending),
                             refresh=False)
         if stop["signal"] is not None:
             log(f"batch: stopping ({signal.Signals(stop['signal']).name}); running runs checkpoint, finished runs "
@@ -370,7 +379,7 @@ def run_batch(runs: Sequence[RunSpec], out: Path, presets: Sequence[str] = (), o
                     except Exception:  # noqa: BLE001
                         results[r.slug] = {"status": "interrupted", "run_dir": str(out / r.slug), "skipped": False,
                                            "error": "stopped", "seconds": None}
-            for r in pending.values():
+            for r in list(pending.values()) + queue:
                 results[r.slug] = {"status": "interrupted", "run_dir": str(out / r.slug), "skipped": False,
                                    "error": "stopped", "seconds": None}
     finally:
@@ -401,6 +410,7 @@ def write_summary(runs: Sequence[RunSpec], results: Dict[str, Dict], out: Path, 
         row = {"slug": r.slug, "prompt": r.prompt, "seed": r.seed, "eps_seed": r.eps_seed,
                "status": res.get("status"), "error": res.get("error"), "seconds": res.get("seconds"),
                "peak_rss_gib": res.get("peak_rss_gib"), "skipped": res.get("skipped", False),
+               "started": res.get("started"), "finished": res.get("finished"),
                "run_dir": res.get("run_dir", str(out / r.slug))}
         row.update(res.get("outputs") or {})
         row.update(res.get("metrics") or {})
