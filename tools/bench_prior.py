@@ -45,8 +45,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     # the judge sees the backgrounds the prior was trained on (its card's data, if it records them)
     white = float(be.prior_card.get("data", {}).get("white_fraction", 1.0))
-    clf, clf_shape, clf_colour = train_classifier(R, white_fraction=white)
-    print(f"classifier (white share {white:g}): held-out accuracy shape {clf_shape:.3f}, colour {clf_colour:.3f} "
+    greys = be.prior_card.get("data", {}).get("grey_range")  # the judge learns the prior's own grounds
+    clf, clf_shape, clf_colour = train_classifier(R, white_fraction=white, grey_range=greys)
+    print(f"classifier (white share {white:g}, greys {greys or 'default'}): held-out accuracy shape {clf_shape:.3f}, "
+          f"colour {clf_colour:.3f} "
           f"({time.time() - t0:.0f} s)")
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
     prompts = [prompt_for(c, s) for c, s in pairs for _ in range(args.per_prompt)]
@@ -82,7 +84,8 @@ def main(argv=None) -> int:
           f"{latency:.1f} s")
     print(table(rows, ["guidance", "shape_acc", "colour_acc", "samples", "s_per_prompt", "ms_per_sample"]))
     path = write_json("prior", {"machine": info, "rows": rows, "per_prompt": per_prompt,
-                                "classifier": {"shape": clf_shape, "colour": clf_colour, "white_fraction": white},
+                                "classifier": {"shape": clf_shape, "colour": clf_colour, "white_fraction": white,
+                                               "grey_range": greys},
                                 "prior_steps": be.prior_card.get("steps"), "ddim_steps": args.steps,
                                 "per_prompt_samples": args.per_prompt,
                                 "batch": args.batch, "sample_count4_s": latency}, args.out)

@@ -139,3 +139,26 @@ def test_core_and_guidance_reach_the_world_only_through_the_builtin_backend():
     # and the world itself (what the built-in backend uses to check prompts and sample) imports no renderer
     for name in ("world", "render", "prior", "data", "classifier"):
         assert "dreamlmc.renderers" not in (root / "dreamlmc" / "shapes" / f"{name}.py").read_text(), name
+
+
+def test_the_prior_judge_learns_the_grounds_the_prior_was_trained_on(monkeypatch):
+    """bench_prior's judge trains and checks on the prior card's white share and grey range (a dark-ground prior's
+    samples on 0.2-0.3 greys were misjudged by a judge that had seen only 0.35-0.75 greys)."""
+    import numpy as np
+
+    from dreamlmc.shapes import classifier
+
+    seen = []
+
+    def fake_dataset(per_prompt, resolution, seed, progress=True, **ground):
+        seen.append(ground)
+        n = 4
+        return {"images": np.zeros((n, resolution, resolution, 3), np.uint8),
+                "shape": np.zeros(n, np.int64), "colour": np.zeros(n, np.int64)}
+
+    monkeypatch.setattr(classifier, "make_dataset", fake_dataset)
+    classifier.train_classifier(8, epochs=1, white_fraction=0.5, grey_range=[0.2, 0.3])
+    assert seen == [{"white_fraction": 0.5, "grey_range": (0.2, 0.3)}] * 2  # training and held-out sets
+    seen.clear()
+    classifier.train_classifier(8, epochs=1)
+    assert seen == [{"white_fraction": 1.0}] * 2  # the shipped prior's card has no greys: the world's default
