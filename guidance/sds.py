@@ -136,7 +136,8 @@ class ScoreDistillation:
                 False)
         net, card = load_corrective(path, expect_model_id=self.backend.model_id, device=self.backend.device)
         mine = getattr(self.backend, "fingerprint", None)
-        if mine and card.get("prior_fingerprint") not in (None, mine):
+        fits = getattr(self.backend, "corrective_fingerprints", {mine})
+        if mine and card.get("prior_fingerprint") is not None and card["prior_fingerprint"] not in fits:
             warnings.warn(f"k_psi {path} was trained for other weights of prior {self.backend.model_id!r} "
                           f"({card.get('prior_fingerprint')} vs {mine}); retrain it with 'dreamlmc corrective train'")
         return net

@@ -86,3 +86,42 @@ def test_guidance_scale_flag_moves_the_whole_schedule():
     assert resolved("guidance.guidance_scale_end_factor=null").end_scale() is None  # constant
     with pytest.raises(DreamlmcError, match="guidance_scale_end_factor"):
         resolved("--guidance-scale", "5000", "guidance.guidance_scale_end_factor=3")
+
+
+def test_white_prompts_on_the_builtin_prior_train_on_dark_grounds_and_nothing_else_changes():
+    """TrainConfig.white_on_dark: a white prompt on model=builtin trains on the dark-ground prior with half of its
+    views on a 0.2-0.3 grey; every other prompt, model or user-chosen background resolves exactly as without it."""
+    import dataclasses
+
+    from dreamlmc.config import to_dict
+    from dreamlmc.trainer import resolve_config
+
+    white = resolve_config([], ["prompt=a white cube, front view"])
+    f = white.renderer.field
+    assert white.model == "builtin-dark" and f.background == "grey" and tuple(f.background_grey_range) == (0.2, 0.3)
+    assert f.background_white_prob == 0.5
+    # idempotent: a run's saved config (what --resume reads) resolves to itself
+    assert resolve_config([to_dict(white)], []) == white
+
+    def without_rule(cfg):
+        return dataclasses.replace(cfg, white_on_dark=False)
+
+    for over in (["prompt=a red cube"], ["prompt=a black sphere"], ["prompt=a white cube", "white_on_dark=false"],
+                 ["prompt=a white cube", "model=/tmp/prior.safetensors"],
+                 ["prompt=a white cube", "renderer.field.background=random"]):
+        on, off = resolve_config([], over), resolve_config([], over + ["white_on_dark=false"])
+        assert on == dataclasses.replace(off, white_on_dark=on.white_on_dark), over
+
+
+def test_the_dark_ground_prior_ships_and_shares_the_shipped_k_psi_without_a_warning():
+    import warnings
+
+    from dreamlmc.guidance.backends import is_builtin, load_backend
+    from dreamlmc.guidance.sds import GuidanceConfig, ScoreDistillation
+
+    assert is_builtin("builtin-dark")
+    dark, shipped = load_backend("builtin-dark"), load_backend("builtin")
+    assert dark.fingerprint != shipped.fingerprint and shipped.fingerprint in dark.corrective_fingerprints
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "k_psi ... was trained for other weights" would fail here
+        ScoreDistillation(GuidanceConfig(kind="lmc-sds"), dark)

@@ -113,8 +113,9 @@ def ceiling_trainer_cls():
 # ------------------------------------------------------------------------------------------------ running
 
 def ceiling_overrides(job: Dict) -> List[str]:
-    return ([f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={job['steps']}"]
-            + list(job["overrides"]))
+    # the fit sees ground-truth renders on white, whatever the guided runs' grounds (white_on_dark)
+    return ([f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={job['steps']}",
+             "white_on_dark=false"] + list(job["overrides"]))
 
 
 def ceiling_job(args) -> str:
@@ -211,8 +212,11 @@ def prior_info(model: str = "builtin") -> Optional[Dict]:
     if not is_builtin(model):
         return None
     be = BuiltinBackend(None if model == "builtin" else model)
-    return {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps"),
+    info = {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps"),
             "weights": "builtin" if model == "builtin" else str(be.weights)}
+    if model == "builtin":  # white prompts train on the dark-ground prior (TrainConfig.white_on_dark)
+        info["dark_fingerprint"] = BuiltinBackend("builtin-dark").fingerprint
+    return info
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -265,8 +269,8 @@ def main(argv=None) -> int:
     ap.add_argument("--diversity-seeds", type=int, default=0, help="ε seeds for the diversity table (0: none)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", type=Path, default=None,
-                    help="where runs go (default: ~/.cache/dreamlmc/bench_quality/<built-in prior fingerprint>, so "
-                         "runs are reused only with the same weights)")
+                    help="where runs go (default: ~/.cache/dreamlmc/bench_quality/<built-in prior fingerprint>[-<its "
+                         "dark-ground fine-tune's>], so runs are reused only with the same weights)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "benchmarks/quality")
     ap.add_argument("--label", default="", help="a name for this configuration in the tables")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
@@ -304,7 +308,9 @@ def main(argv=None) -> int:
               "is not a built-in prior (builtin or a *.safetensors of it)", file=sys.stderr)
         return 2
     if args.workdir is None:
-        args.workdir = Path.home() / ".cache/dreamlmc/bench_quality" / prior["fingerprint"]
+        # runs are reused only with the same weights: both priors' where white prompts use the dark-ground one
+        args.workdir = Path.home() / ".cache/dreamlmc/bench_quality" / "-".join(
+            prior[k] for k in ("fingerprint", "dark_fingerprint") if k in prior)
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"{len(all_jobs)} runs of {steps} steps with {args.workers} workers -> {args.workdir}", flush=True)
@@ -396,7 +402,9 @@ def main(argv=None) -> int:
     floor = float(np.mean([floors[sh] for sh in shapes]))
     show = [dict(r, **{m: fmt_pm(r, m, 1 if m in ("delta_e", "seconds") else 3) for m in METRICS}) for r in rows]
     weights = "Built-in prior" if prior["weights"] == "builtin" else f"Prior weights {prior['weights']}:"
-    md = [f"{weights} {prior['fingerprint']} ({prior['steps']} training steps), {steps} steps per run, seeds "
+    dark = (f" (white prompts: the dark-ground prior {prior['dark_fingerprint']}, white_on_dark)"
+            if "dark_fingerprint" in prior else "")
+    md = [f"{weights} {prior['fingerprint']} ({prior['steps']} training steps){dark}, {steps} steps per run, seeds "
           f"{seeds}, prompts: {', '.join(prompts)}. Overrides: {' '.join(ov) or '(none: the default preset)'}.",
           f"Machine: {info['cpu']}, {info['cores']} cores; {args.workers} runs in parallel, one thread each; "
           f"wall time {time.time() - t0:.0f} s ({t_train:.0f} s of it training; runs already in --workdir are "

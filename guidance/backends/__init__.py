@@ -9,8 +9,9 @@ from dreamlmc.errors import DreamlmcError
 
 
 def is_builtin(model: str) -> bool:
-    """Whether --model names the built-in prior ("builtin", or a path to its weights, *.safetensors)."""
-    return model == "builtin" or model.endswith(".safetensors")
+    """Whether --model names the built-in prior ("builtin", its dark-ground fine-tune "builtin-dark", or a path to
+    its weights, *.safetensors)."""
+    return model in ("builtin", "builtin-dark") or model.endswith(".safetensors")
 
 
 def backend_class(model: str):

@@ -22,6 +22,16 @@ def default_weights() -> Path:
     return _assets_dir() / "builtin_prior.safetensors"
 
 
+# --model builtin-dark: the shipped prior fine-tuned with half of its data on dark grey grounds (0.2-0.3), for white
+# objects, which vanish into the white grounds of the shipped prior's world (README rows 87-94, 105); it uses the
+# shipped prior's k_psi (its card names that prior's fingerprint under shares_corrective_of)
+DARK = "builtin-dark"
+
+
+def dark_weights() -> Path:
+    return _assets_dir() / "builtin_prior_dark.safetensors"
+
+
 # The elevations of the shipped prior's data: its card predates the card's data section, and
 # tools/make_shapes_data.py drew -10...45 degrees then (CameraConfig's default)
 SHIPPED_DATA_ELEVATION = (-10.0, 45.0)
@@ -33,12 +43,15 @@ class BuiltinBackend(PixelSpaceBackend):
     def __init__(self, weights: Optional[Path] = None, device="cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
         self.device, self.dtype = torch.device(device), dtype
-        self.weights = Path(weights) if weights else default_weights()
+        self.weights = dark_weights() if weights == DARK else Path(weights) if weights else default_weights()
         self.net, self.prior_card = load_prior(self.weights, device=self.device, dtype=dtype)
         import hashlib
 
         # which weights exactly: a k_psi card records it, so a corrective left over from older weights is noticed
         self.fingerprint = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:16]
+        # the priors whose k_psi fits these weights: their own, and the one a fine-tune declares it shares
+        self.corrective_fingerprints = {self.fingerprint} | ({self.prior_card["shares_corrective_of"]}
+                                                             if self.prior_card.get("shares_corrective_of") else set())
         R = self.net.cfg["resolution"]
         self.latent_shape = (3, R, R)
         self.image_resolution = R
