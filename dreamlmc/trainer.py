@@ -316,7 +316,8 @@ class Trainer:
                "orientation": float(out["orientation"].detach()), "opacity": float(out["opacity"].detach().mean()),
                "eikonal": float(out["eikonal"].detach()), "smoothness": float(out["smoothness"].detach()),
                "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
-               "sparsity_below": float(sparsity_below.detach()), "volume": float(out.get("volume", torch.zeros(())).detach()),
+               "sparsity_below": float(sparsity_below.detach()),
+               "volume": float(out.get("volume", torch.zeros(())).detach()),
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})
