@@ -528,10 +528,10 @@ def white_on_dark(cfg: TrainConfig) -> TrainConfig:
     field_cfg = cfg.renderer.field
     if not (cfg.white_on_dark and cfg.model == "builtin" and field_cfg.background == "white"):
         return cfg
-    from dreamlmc.shapes.world import parse_prompt
+    from dreamlmc.guidance.backends import backend_class
 
-    try:
-        colour = parse_prompt(cfg.prompt)["colour"]
+    try:  # the world's grammar, through the built-in backend (the core does not import the world itself)
+        colour = backend_class(cfg.model).world().grammar.parse_prompt(cfg.prompt)["colour"]
     except DreamlmcError:  # not a prompt of the world: the backend's own check reports it
         return cfg
     if colour != "white":
