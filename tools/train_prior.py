@@ -205,6 +205,8 @@ def main(argv=None) -> int:
             f = args.workdir / f"{name}.json"
             if f.exists():
                 card["fine_tuned_from" if name == "init" else "data"] = json.loads(f.read_text())
+        if card.get("data", {}).get("view_bins_deg", 90) != 45:  # never captioned "three-quarter": the backend
+            card["vocabulary"] = list(TOKENS[:-1])  # then refuses that word instead of using an untrained embedding
         card["ema_decay"] = card.get("data", {}).get("ema", args.ema)  # the training's, not this export call's
         save_prior(ema, args.export, card)
         print(f"exported EMA weights at step {step} to {args.export}")

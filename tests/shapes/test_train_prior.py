@@ -27,6 +27,8 @@ def test_fine_tune_starts_from_the_shipped_weights_at_their_step_and_records_it(
     assert card["steps"] == 9  # 7 shipped + 2 fine-tuning steps
     assert card["fine_tuned_from"]["steps"] == 7 and card["fine_tuned_from"]["weights"] == str(weights)
     assert card["data"]["white_fraction"] == 0.5 and card["data"]["images"] == 48
+    # captioned with the 90° view words only: the card leaves out "three-quarter", so the backend refuses that word
+    assert "three-quarter" not in card["vocabulary"] and len(card["vocabulary"]) == 20
     assert card["training_command"] == ("python tools/make_shapes_data.py --white-fraction 0.5 --out DATA && "
                                         f"python tools/train_prior.py --init-weights {weights} --data DATA "
                                         "--lr 0.001 --warmup 1")
