@@ -132,7 +132,8 @@ sys.exit(main({_train_cmd(out, 'steps=100', 'checkpoint_every=3')[3:]!r}))
     code = code.replace(repr(_train_cmd(out, 'steps=100', 'checkpoint_every=3')[3:]),
                         repr(["train", "--resume", str(out), "--steps", "100", "--quiet"]))
     proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, stderr=subprocess.PIPE, text=True)
-    if not _wait_for(lambda: (tmp_path / "writing").exists()):
+    # the marker holds the temporary file's path once written (it exists, empty, a moment before: a CI run read '')
+    if not _wait_for(lambda: (tmp_path / "writing").exists() and (tmp_path / "writing").read_text()):
         proc.kill()
         pytest.fail(f"the resumed run never wrote a checkpoint; its stderr: {proc.communicate(timeout=30)[1][-2000:]}")
     tmp_file = Path((tmp_path / "writing").read_text())
