@@ -268,9 +268,9 @@ class Trainer:
         g = self.objective(out, cams, mode)
         loss = g["loss"] + cfg.renderer.orientation_weight * out["orientation"]
         sparsity_below = torch.zeros(())
+        ramp = cfg.renderer.sparsity_ramp  # grows in the opacity and the volume penalty alike
+        frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
         if cfg.renderer.sparsity_weight > 0:
-            ramp = cfg.renderer.sparsity_ramp
-            frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
             sparsity = out["sparsity"]
             if cfg.renderer.sparsity_below_views:
                 below = self.sampler_below.sample(cfg.renderer.sparsity_below_views).to(self.device)
@@ -278,8 +278,6 @@ class Trainer:
                 sparsity = sparsity + sparsity_below
             loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity
         if cfg.renderer.volume_weight > 0:
-            ramp = cfg.renderer.sparsity_ramp
-            frac = 1.0 if ramp <= 0 else min(1.0, self.step / (ramp * max(1, cfg.steps)))
             loss = loss + frac * cfg.renderer.volume_weight * self.sparsity_scale * out["volume"]
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]

@@ -125,3 +125,13 @@ def test_the_dark_ground_prior_ships_and_shares_the_shipped_k_psi_without_a_warn
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "k_psi ... was trained for other weights" would fail here
         ScoreDistillation(GuidanceConfig(kind="lmc-sds"), dark)
+
+
+def test_the_white_rules_greys_are_the_dark_ground_priors_own():
+    """white_on_dark's training grounds restate the greys the shipped dark-ground prior was trained on (its card's
+    data); they must agree."""
+    from dreamlmc.guidance.backends.builtin import dark_weights
+    from dreamlmc.netio import read_card
+    from dreamlmc.trainer import WHITE_ON_DARK_GREYS
+
+    assert tuple(read_card(dark_weights())["data"]["grey_range"]) == WHITE_ON_DARK_GREYS
