@@ -89,14 +89,16 @@ def test_guidance_scale_flag_moves_the_whole_schedule():
 
 
 def test_white_prompts_on_the_builtin_prior_train_on_dark_grounds_and_nothing_else_changes():
-    """TrainConfig.white_on_dark: a white prompt on model=builtin trains on the dark-ground prior with half of its
+    """TrainConfig.white_on_dark (opt-in): a white prompt on model=builtin trains on the dark-ground prior with half of its
     views on a 0.2-0.3 grey; every other prompt, model or user-chosen background resolves exactly as without it."""
     import dataclasses
 
     from dreamlmc.config import to_dict
     from dreamlmc.trainer import resolve_config
 
-    white = resolve_config([], ["prompt=a white cube, front view"])
+    # opt-in: the dark-ground prior fails the prior gate (README row 106), so by default a white prompt is a prompt
+    assert resolve_config([], ["prompt=a white cube"]).model == "builtin"
+    white = resolve_config([], ["prompt=a white cube, front view", "white_on_dark=true"])
     f = white.renderer.field
     assert white.model == "builtin-dark" and f.background == "grey" and tuple(f.background_grey_range) == (0.2, 0.3)
     assert f.background_white_prob == 0.5
@@ -109,7 +111,7 @@ def test_white_prompts_on_the_builtin_prior_train_on_dark_grounds_and_nothing_el
     for over in (["prompt=a red cube"], ["prompt=a black sphere"], ["prompt=a white cube", "white_on_dark=false"],
                  ["prompt=a white cube", "model=/tmp/prior.safetensors"],
                  ["prompt=a white cube", "renderer.field.background=random"]):
-        on, off = resolve_config([], over), resolve_config([], over + ["white_on_dark=false"])
+        on, off = resolve_config([], ["white_on_dark=true"] + over), resolve_config([], over + ["white_on_dark=false"])
         assert on == dataclasses.replace(off, white_on_dark=on.white_on_dark), over
 
 

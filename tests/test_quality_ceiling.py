@@ -81,6 +81,8 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     other.write_bytes(default_weights().read_bytes())
     other.with_suffix(".json").write_bytes(default_weights().with_suffix(".json").read_bytes())  # its card
     assert prior_info(str(other))["weights"] == str(other)
+    # the dark-ground prior is named (and keys the run cache) only where white prompts use it (white_on_dark=true)
+    assert "dark_fingerprint" not in shipped and "dark_fingerprint" in prior_info("builtin", white_on_dark=True)
     # a diffusers model has no ground-truth world: one line and exit 2, before any run starts
     # (after every job, the diversity table's too, is named: naming resolves each job's config)
     assert main(["--prompts", "a red cube", "--seeds", "0", "--diversity-seeds", "2", "--workdir", str(tmp_path / "w"),

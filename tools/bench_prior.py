@@ -23,6 +23,13 @@ from dreamlmc.shapes.classifier import train_classifier  # noqa: E402
 from dreamlmc.shapes.world import COLOURS, SHAPES, prompt_for  # noqa: E402
 
 
+def judge_epochs(white_fraction: float, override=None) -> int:
+    """Epochs of the judge's training: a judge of mixed grounds needs 3x the white-only one's 4 (README row 106)."""
+    if override is not None:
+        return override
+    return 4 if white_fraction >= 1.0 else 12
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None, help="built-in prior weights (default: the shipped ones)")
@@ -34,6 +41,10 @@ def main(argv=None) -> int:
                          "29 %% at 10 steps, 68 %% at 25; step-8465 weights 87 %% at 25, 89 %% at 50")
     ap.add_argument("--batch", type=int, default=96, help="samples per sampler call")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--judge-epochs", type=int, default=None,
+                    help="epochs of the judge's training (default: 4 for a prior trained on white only, 12 for one "
+                         "trained on mixed grounds: on half white, half 0.2-0.3 greys the judge reached 73 %% shape "
+                         "accuracy on held-out ground truth after 4 epochs and 96 %% after 12)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -46,8 +57,10 @@ def main(argv=None) -> int:
     # the judge sees the backgrounds the prior was trained on (its card's data, if it records them)
     white = float(be.prior_card.get("data", {}).get("white_fraction", 1.0))
     greys = be.prior_card.get("data", {}).get("grey_range")  # the judge learns the prior's own grounds
-    clf, clf_shape, clf_colour = train_classifier(R, white_fraction=white, grey_range=greys)
-    print(f"classifier (white share {white:g}, greys {greys or 'default'}): held-out accuracy shape {clf_shape:.3f}, "
+    epochs = judge_epochs(white, args.judge_epochs)
+    clf, clf_shape, clf_colour = train_classifier(R, epochs=epochs, white_fraction=white, grey_range=greys)
+    print(f"classifier (white share {white:g}, greys {greys or 'default'}, {epochs} epochs): held-out accuracy "
+          f"shape {clf_shape:.3f}, "
           f"colour {clf_colour:.3f} "
           f"({time.time() - t0:.0f} s)")
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
@@ -85,7 +98,7 @@ def main(argv=None) -> int:
     print(table(rows, ["guidance", "shape_acc", "colour_acc", "samples", "s_per_prompt", "ms_per_sample"]))
     path = write_json("prior", {"machine": info, "rows": rows, "per_prompt": per_prompt,
                                 "classifier": {"shape": clf_shape, "colour": clf_colour, "white_fraction": white,
-                                               "grey_range": greys},
+                                               "grey_range": greys, "epochs": epochs},
                                 "prior_steps": be.prior_card.get("steps"), "ddim_steps": args.steps,
                                 "per_prompt_samples": args.per_prompt,
                                 "batch": args.batch, "sample_count4_s": latency}, args.out)

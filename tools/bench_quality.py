@@ -203,9 +203,10 @@ def cached_evaluation(run: Path, evaluate) -> Dict:
     return result
 
 
-def prior_info(model: str = "builtin") -> Optional[Dict]:
+def prior_info(model: str = "builtin", white_on_dark: bool = False) -> Optional[Dict]:
     """The built-in prior's weights the runs use: the shipped ones or a `model=<path>.safetensors` override
-    (None: the model is not a built-in prior, whose world the benchmark scores against)."""
+    (None: the model is not a built-in prior, whose world the benchmark scores against); with white_on_dark, also
+    the dark-ground prior's that white prompts then use."""
     from dreamlmc.guidance.backends import is_builtin
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
 
@@ -214,7 +215,7 @@ def prior_info(model: str = "builtin") -> Optional[Dict]:
     be = BuiltinBackend(None if model == "builtin" else model)
     info = {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps"),
             "weights": "builtin" if model == "builtin" else str(be.weights)}
-    if model == "builtin":  # white prompts train on the dark-ground prior (TrainConfig.white_on_dark)
+    if model == "builtin" and white_on_dark:  # white prompts train on the dark-ground prior
         info["dark_fingerprint"] = BuiltinBackend("builtin-dark").fingerprint
     return info
 
@@ -302,7 +303,7 @@ def main(argv=None) -> int:
         div_jobs["fresh_eps_run_seeds"] = [job(prompts[0], k, s, i, False) for i in range(args.diversity_seeds)]
     all_jobs = list({run_name(j): j for j in jobs + sum(div_jobs.values(), [])}.values())
     model = preset.model
-    prior = prior_info(model)
+    prior = prior_info(model, preset.white_on_dark)
     if prior is None:
         print(f"error: bench_quality scores against the built-in prior's world; model={model} "
               "is not a built-in prior (builtin or a *.safetensors of it)", file=sys.stderr)
