@@ -186,7 +186,12 @@ def variations(presets: List[Dict], overrides: Sequence[str], count: int, out: P
         cfg = first if i == 0 else resolve_config(presets, list(overrides) + ["guidance.fixed_eps=true",
                                                                              f"guidance.eps_seed={i}"])
         run = out / f"eps{i}"
-        prepare_run_dir(run, False)
+        try:
+            prepare_run_dir(run, False)
+        except BaseException:
+            if i == 0 and replaced is not None:  # nothing new was made yet: the replaced folder comes back
+                replaced.restore()
+            raise
         if not quiet:
             log(f"variation {i + 1}/{count} (eps seed {i}) -> {run}")
         # the folder --force replaces goes once the first variation's set-up has succeeded, and comes back if it fails

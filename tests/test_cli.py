@@ -216,6 +216,30 @@ def test_variations_force_whose_first_run_fails_in_its_set_up_keeps_the_folder(t
     assert (out / "variations.png").read_bytes() != b"earlier" and not (tmp_path / ".vars.replaced").exists()
 
 
+def test_variations_force_whose_first_folder_cannot_be_made_keeps_the_folder(tmp_path, capsys, monkeypatch):
+    """A failure in eps0's own folder set-up, before its training starts, restores the folder --force set aside."""
+    from dreamlmc import runs
+    from dreamlmc.errors import DreamlmcError
+
+    out = tmp_path / "vars"
+    (out / "eps0").mkdir(parents=True)
+    (out / "variations.png").write_bytes(b"earlier")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = runs.prepare_run_dir
+
+    def failing_for_eps0(path, force, set_aside=False):
+        if Path(path).name == "eps0":
+            raise DreamlmcError(f"--out {path} is not writable (test)")
+        return real(path, force, set_aside)
+
+    monkeypatch.setattr(runs, "prepare_run_dir", failing_for_eps0)
+    assert main(["variations", "--prompt", "a red cube", "--count", "2", "--out", str(out), "--force",
+                 "--quiet"]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / ".vars.replaced").exists()
+
+
 def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_run(finished_run, tmp_path, capsys):
     import shutil
 
