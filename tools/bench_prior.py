@@ -47,6 +47,11 @@ def main(argv=None) -> int:
                          "accuracy on held-out ground truth after 4 epochs and 96 %% after 12)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.judge_epochs is not None and args.judge_epochs < 1:
+        from dreamlmc.errors import DreamlmcError
+
+        raise DreamlmcError(f"--judge-epochs must be >= 1 (an untrained judge passes or fails anything), got "
+                            f"{args.judge_epochs}")
 
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
     from dreamlmc.shapes.prior import sample
