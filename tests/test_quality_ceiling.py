@@ -83,6 +83,8 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     assert prior_info(str(other))["weights"] == str(other)
     # the dark-ground prior is named (and keys the run cache) only where white prompts use it (white_on_dark=true)
     assert "dark_fingerprint" not in shipped and "dark_fingerprint" in prior_info("builtin", white_on_dark=True)
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend  # its hash, read without loading the network, is
+    assert prior_info("builtin", white_on_dark=True)["dark_fingerprint"] == BuiltinBackend("builtin-dark").fingerprint
     # a diffusers model has no ground-truth world: one line and exit 2, before any run starts
     # (after every job, the diversity table's too, is named: naming resolves each job's config)
     assert main(["--prompts", "a red cube", "--seeds", "0", "--diversity-seeds", "2", "--workdir", str(tmp_path / "w"),
@@ -111,6 +113,18 @@ def test_a_tools_bad_input_is_one_line_and_exit_2(tmp_path, tool, args):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"{tool}: ")
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_the_ceiling_fits_on_the_shipped_prior_whatever_the_overrides_say():
+    """The photometric ceiling fits ground-truth renders on white: white_on_dark=true among the bench's overrides
+    (which moves white prompts of the guided runs to the dark-ground prior) must not move the fit."""
+    from dreamlmc.trainer import resolve_config
+    from tools.bench_quality import ceiling_overrides
+
+    job = {"prompt": "a white cube", "seed": 0, "steps": 10, "overrides": ["white_on_dark=true"]}
+    cfg = resolve_config([], ceiling_overrides(job))
+    assert cfg.model == "builtin" and cfg.renderer.field.background == "white"
+    assert resolve_config([], ["prompt=a white cube", "white_on_dark=true"]).model == "builtin-dark"  # the guided run's
 
 
 def test_runs_are_named_by_their_resolved_config():

@@ -113,9 +113,10 @@ def ceiling_trainer_cls():
 # ------------------------------------------------------------------------------------------------ running
 
 def ceiling_overrides(job: Dict) -> List[str]:
-    # the fit sees ground-truth renders on white, whatever the guided runs' grounds (white_on_dark)
-    return ([f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={job['steps']}",
-             "white_on_dark=false"] + list(job["overrides"]))
+    # the fit sees ground-truth renders on white, whatever the guided runs' grounds: white_on_dark goes last, after
+    # the overrides, so that a white_on_dark=true among them cannot move the fit onto the dark-ground prior
+    return ([f"prompt={json.dumps(job['prompt'])}", f"seed={job['seed']}", f"steps={job['steps']}"]
+            + list(job["overrides"]) + ["white_on_dark=false"])
 
 
 def ceiling_job(args) -> str:
@@ -208,7 +209,7 @@ def prior_info(model: str = "builtin", white_on_dark: bool = False) -> Optional[
     (None: the model is not a built-in prior, whose world the benchmark scores against); with white_on_dark, also
     the dark-ground prior's that white prompts then use."""
     from dreamlmc.guidance.backends import is_builtin
-    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend, dark_weights, weights_fingerprint
 
     if not is_builtin(model):
         return None
@@ -216,7 +217,7 @@ def prior_info(model: str = "builtin", white_on_dark: bool = False) -> Optional[
     info = {"fingerprint": be.fingerprint, "steps": be.prior_card.get("steps"),
             "weights": "builtin" if model == "builtin" else str(be.weights)}
     if model == "builtin" and white_on_dark:  # white prompts train on the dark-ground prior
-        info["dark_fingerprint"] = BuiltinBackend("builtin-dark").fingerprint
+        info["dark_fingerprint"] = weights_fingerprint(dark_weights())  # its hash only: no second network load
     return info
 
 

@@ -32,6 +32,14 @@ def dark_weights() -> Path:
     return _assets_dir() / "builtin_prior_dark.safetensors"
 
 
+def weights_fingerprint(weights: Path) -> str:
+    """Which weights exactly (the first 16 hex digits of their SHA-256): a k_psi card records it, so a corrective
+    left over from older weights is noticed; the quality benchmark keys its run cache by it."""
+    import hashlib
+
+    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+
+
 # The elevations of the shipped prior's data: its card predates the card's data section, and
 # tools/make_shapes_data.py drew -10...45 degrees then (CameraConfig's default)
 SHIPPED_DATA_ELEVATION = (-10.0, 45.0)
@@ -45,10 +53,7 @@ class BuiltinBackend(PixelSpaceBackend):
         self.device, self.dtype = torch.device(device), dtype
         self.weights = dark_weights() if weights == DARK else Path(weights) if weights else default_weights()
         self.net, self.prior_card = load_prior(self.weights, device=self.device, dtype=dtype)
-        import hashlib
-
-        # which weights exactly: a k_psi card records it, so a corrective left over from older weights is noticed
-        self.fingerprint = hashlib.sha256(self.weights.read_bytes()).hexdigest()[:16]
+        self.fingerprint = weights_fingerprint(self.weights)
         # the priors whose k_psi fits these weights: their own, and the one a fine-tune declares it shares
         self.corrective_fingerprints = {self.fingerprint} | ({self.prior_card["shares_corrective_of"]}
                                                              if self.prior_card.get("shares_corrective_of") else set())
