@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         return 0
 
     if args.export:
-        from dreamlmc.shapes.prior import TOKEN_ID, TOKENS
+        from dreamlmc.shapes.prior import TOKENS
 
         card = {"training_command": _training_command(args.workdir),
                 "vocabulary": list(TOKENS), "prompt_grammar": "a|an {colour} {shape}[, {view} view]",
@@ -206,8 +206,8 @@ def main(argv=None) -> int:
             if f.exists():
                 card["fine_tuned_from" if name == "init" else "data"] = json.loads(f.read_text())
         if card.get("data", {}).get("view_bins_deg", 90) != 45:  # never captioned "three-quarter": the backend
-            card["vocabulary"] = list(TOKENS[:TOKEN_ID["three-quarter"]])  # then refuses that word instead of
-            # using an untrained embedding (a card's vocabulary is a prefix of TOKENS)
+            card["vocabulary"] = [t for t in TOKENS if t != "three-quarter"]  # then refuses that word instead of
+            # using an untrained embedding (it checks prompts against the card's words by name)
         card["ema_decay"] = card.get("data", {}).get("ema", args.ema)  # the training's, not this export call's
         save_prior(ema, args.export, card)
         print(f"exported EMA weights at step {step} to {args.export}")

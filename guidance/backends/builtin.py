@@ -91,11 +91,12 @@ class BuiltinBackend(PixelSpaceBackend):
 
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         ids = tokenize(prompts)
-        known = len(self.prior_card.get("vocabulary") or TOKENS)  # older weights: a prefix of today's words
-        if int(ids.max()) >= known:
-            word = TOKENS[int(ids.max())]
-            raise DreamlmcError(f"the prior {self.weights} was trained without the word {word!r}; for 45° view words "
-                                "fine-tune it with tools/train_prior.py --fine-views, or set camera.fine_views=false")
+        known = set(self.prior_card.get("vocabulary") or TOKENS)  # the words its captions used (card), by name
+        unknown = sorted({TOKENS[i] for i in ids.unique().tolist()} - known)
+        if unknown:
+            hint = ("fine-tune it with tools/train_prior.py --fine-views, or set camera.fine_views=false"
+                    if "three-quarter" in unknown else "use a prompt in its card's vocabulary")
+            raise DreamlmcError(f"the prior {self.weights} was trained without the word {unknown[0]!r}; {hint}")
         return self.net.encode(ids.to(self.device))
 
     def _predict(self, x_t, t, emb):

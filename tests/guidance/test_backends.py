@@ -120,6 +120,17 @@ def test_builtin_prior_refuses_a_view_word_its_weights_never_saw():
     assert "three-quarter" in str(e.value) and "--fine-views" in str(e.value)
 
 
+def test_builtin_prior_checks_words_against_its_card_by_name_not_by_position():
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+
+    be = BuiltinBackend()
+    be.prior_card = dict(be.prior_card, vocabulary=[w for w in be.prior_card["vocabulary"] if w != "black"])
+    be.encode_prompts(["a red cube, overhead view"])  # a word after the missing one still passes
+    with pytest.raises(DreamlmcError) as e:
+        be.encode_prompts(["a black sphere"])
+    assert "'black'" in str(e.value) and "--fine-views" not in str(e.value)
+
+
 def test_overhead_views_need_a_prior_whose_data_reach_them():
     from types import SimpleNamespace
 
