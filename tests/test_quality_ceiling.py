@@ -127,6 +127,17 @@ def test_the_ceiling_fits_on_the_shipped_prior_whatever_the_overrides_say():
     assert resolve_config([], ["prompt=a white cube", "white_on_dark=true"]).model == "builtin-dark"  # the guided run's
 
 
+def test_the_ceiling_fits_without_the_opacity_penalty_unless_asked():
+    from dreamlmc.trainer import resolve_config
+    from tools.bench_quality import ceiling_overrides
+
+    job = {"prompt": "a red cube", "seed": 0, "steps": 10, "overrides": []}
+    assert resolve_config([], ["prompt=a red cube"]).renderer.sparsity_weight == 200.0  # the guided default's
+    assert resolve_config([], ceiling_overrides(job)).renderer.sparsity_weight == 0.0
+    asked = dict(job, overrides=["renderer.sparsity_weight=200"])  # the default preset's, measured as such
+    assert resolve_config([], ceiling_overrides(asked)).renderer.sparsity_weight == 200.0
+
+
 def test_runs_are_named_by_their_resolved_config():
     """A cached run is reused only for the settings it trained with: the same settings spelled as overrides share
     the default's run, any other setting (or a changed default) gets another name."""
