@@ -224,3 +224,36 @@ def test_views_from_below_feed_the_opacity_penalty_only_when_asked(tmp_path):
     assert torch.equal(again.sampler_below.sample(1).c2w, tr.sampler_below.sample(1).c2w)
     el = tr.sampler_below.sample(8).elevation
     assert (el >= -60).all() and (el <= -20).all()
+
+
+def test_a_collapsing_object_goes_back_with_half_the_penalty(tmp_path):
+    """A partial collapse (renders' mean opacity far below its peak, e.g. a white cube flattening into a slab) goes
+    back like a vanish; the trace that measures it is saved with the checkpoint."""
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=20", "renderer.sparsity_ramp=0",
+                                              "renderer.sparsity_weight=1", "collapse_ratio=0.4"])
+    logs = []
+    tr = Trainer(cfg, tmp_path, progress=False, log=logs.append)
+    recs = [tr.train_step() for _ in range(4)]
+    avg, peak = tr.opacity_trace
+    assert 0 < avg <= peak and avg == pytest.approx(0.95 * (0.95 * (0.95 * recs[0]["opacity"] + 0.05 * recs[1]
+                                                                    ["opacity"]) + 0.05 * recs[2]["opacity"])
+                                                    + 0.05 * recs[3]["opacity"])
+    tr.save_checkpoint()
+    saved = list(tr.opacity_trace)
+    rec = tr.train_step()
+    assert not tr._recover_if_empty(rec)  # healthy: no going back
+    tr.opacity_trace = [0.3 * peak, peak]  # as a slab's renders would read
+    assert tr._recover_if_empty(rec)
+    assert "collapsed" in logs[-1] and "x0.5" in logs[-1] and tr.step == 4 and tr.sparsity_scale == 0.5, logs
+    assert tr.opacity_trace == pytest.approx(saved)  # the checkpoint's trace is back too
+
+
+def test_the_collapse_criterion_changes_no_run_it_does_not_send_back(tmp_path):
+    def losses(*extra):
+        cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=6", *extra])
+        tr = Trainer(cfg, tmp_path / str(len(extra)), progress=False)
+        return [tr.train_step()["loss"] for _ in range(6)], tr
+
+    off, tr_off = losses()
+    on, tr_on = losses("collapse_ratio=0.01")
+    assert on == off and tr_off.opacity_trace is None and tr_on.opacity_trace is not None
