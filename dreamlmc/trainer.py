@@ -187,8 +187,12 @@ class Trainer:
         below = dataclasses.replace(cfg.camera, elevation_range=tuple(cfg.renderer.sparsity_below_elevation),
                                     sequence=False, progressive_until=None)
         self.sampler_below = CameraSampler(below, max(8, res // 2), max(8, res // 2), seed=cfg.seed + 5)
-        self.renderer = Renderer(cfg.renderer, device=self.device).to(self.device)
         self.guidance = ScoreDistillation(cfg.guidance, backend, seed=cfg.seed + 1)
+        # seeded again after every network that loads weights (the prior, k_psi): their random initialisation, which
+        # the weights overwrite, must not move the run's own draws. It did once: a token row added to the built-in
+        # prior's text encoder shifted every run's field initialisation and cameras (ablation row 116).
+        torch.manual_seed(cfg.seed)
+        self.renderer = Renderer(cfg.renderer, device=self.device).to(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         bg = [p for n, p in self.renderer.named_parameters() if n.startswith("field.background")]
         main = [p for n, p in self.renderer.named_parameters() if not n.startswith("field.background")]

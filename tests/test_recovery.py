@@ -257,3 +257,32 @@ def test_the_collapse_criterion_changes_no_run_it_does_not_send_back(tmp_path):
     off, tr_off = losses()
     on, tr_on = losses("collapse_ratio=0.01")
     assert on == off and tr_off.opacity_trace is None and tr_on.opacity_trace is not None
+
+
+def test_a_runs_draws_do_not_depend_on_how_much_randomness_building_the_prior_used(tmp_path, monkeypatch):
+    """Networks that load weights (the prior, k_psi) initialise randomly first; how many draws that takes (a token
+    row added to the prior's vocabulary once shifted every run) must not change the run's field or its draws."""
+    from dreamlmc.guidance import backends, sds
+
+    def first_step(name):
+        cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=4"])
+        tr = Trainer(cfg, tmp_path / name, progress=False)
+        return tr.train_step()["loss"], next(tr.renderer.parameters()).detach().clone()
+
+    loss, p = first_step("plain")
+    init = sds.ScoreDistillation.__init__
+
+    def hungrier(self, *a, **k):  # a guidance whose construction draws more from the global generator
+        torch.randn(4096)
+        init(self, *a, **k)
+
+    load = backends.load_backend
+
+    def hungry_load(*a, **k):  # a prior with a larger vocabulary draws more for its embedding's initialisation
+        torch.randn(4096)
+        return load(*a, **k)
+
+    monkeypatch.setattr(sds.ScoreDistillation, "__init__", hungrier)
+    monkeypatch.setattr(backends, "load_backend", hungry_load)
+    loss2, p2 = first_step("hungry")
+    assert loss2 == loss and torch.equal(p, p2)
