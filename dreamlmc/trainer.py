@@ -107,9 +107,9 @@ class TrainConfig:
     # grew back), so there the opacity criterion stays; but no step without a surface is checkpointed.
     empty_patience: int = spec(10, ge=0, le=1_000_000)
     # a partial collapse goes back the same way: when the moving average of the training renders' opacity (over ~20
-    # steps) falls below this fraction of its peak since the opacity penalty's ramp ended (0: never). Measured over
-    # 64 stored runs (ablation row 114): flattened white cubes fall to 0.09-0.29 of their peak within 50-150 steps,
-    # healthy runs of every prompt stay at >= 0.46 of theirs.
+    # steps) falls below this fraction of its peak since the opacity penalty's ramp ended (0: never). Replayed on 88
+    # stored runs (ablation row 115): white cubes flattening into slabs fall below 0.3 of their peak within 50-150
+    # steps; no run of a coloured prompt fell below 0.46 of its own. Opt-in: it fires on none of the default's runs.
     collapse_ratio: float = spec(0.0, ge=0.0, lt=1.0)
     preview_resolution: int = spec(96, ge=8, le=1024)
     turntable_frames: int = spec(36, ge=1, le=720)
