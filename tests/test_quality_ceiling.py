@@ -154,6 +154,19 @@ def test_runs_are_named_by_their_resolved_config():
     assert run_name(ceiling) != run_name(dict(ceiling, overrides=["renderer.field.geometry=density"]))
 
 
+def test_a_code_change_that_moves_every_run_renames_the_cached_runs(monkeypatch):
+    import tools.bench_quality as bq
+    from dreamlmc import trainer
+
+    job = {"prompt": "a red cube", "kind": "lmc-sds", "scale": 20.0, "seed": 0, "fixed_eps": False, "eps_seed": 0,
+           "overrides": [], "steps": 1000}
+    now = bq.run_name(job)
+    bq._config_tag.cache_clear()
+    monkeypatch.setattr(trainer, "RESULTS_VERSION", trainer.RESULTS_VERSION + 1)
+    assert bq.run_name(job) != now
+    bq._config_tag.cache_clear()
+
+
 def test_prior_data_from_below_records_its_elevations(tmp_path):
     """make_shapes_data --elevation draws the data set's cameras in that band, stores the band, and a fine-tune's
     card names it in the command that reproduces the weights (the default band adds nothing)."""

@@ -254,7 +254,7 @@ def test_the_collapse_criterion_changes_no_run_it_does_not_send_back(tmp_path):
         tr = Trainer(cfg, tmp_path / str(len(extra)), progress=False)
         return [tr.train_step()["loss"] for _ in range(6)], tr
 
-    off, tr_off = losses()
+    off, tr_off = losses()  # off by default
     on, tr_on = losses("collapse_ratio=0.01")
     assert on == off and tr_off.opacity_trace is None and tr_on.opacity_trace is not None
 

@@ -65,7 +65,11 @@ def config_tag(job: Dict) -> str:
 def _config_tag(job_json: str) -> str:
     from dataclasses import asdict
 
+    from dreamlmc.trainer import RESULTS_VERSION
+
     resolved = json.dumps(asdict(job_config(json.loads(job_json))), sort_keys=True, default=str)
+    if RESULTS_VERSION > 1:  # a code change that moved every run (row 116): runs from before it are not reused
+        resolved += f"|results_version={RESULTS_VERSION}"
     return hashlib.sha256(resolved.encode()).hexdigest()[:10]
 
 
