@@ -62,6 +62,19 @@ def _train_guidance() -> GuidanceConfig:
 # Bumped by every change that alters what a run trains to without changing its config (benchmarks key their cached
 # runs by config and this): 2 = the generator seeded again after the guidance is built (ablation row 116).
 RESULTS_VERSION = 2
+def trace_opacity(trace: Optional[List[float]], opacity: float, full_strength: bool) -> List[float]:
+    """One step of TrainConfig.collapse_ratio's trace [moving average of the renders' opacity (~20 steps), its peak
+    since the opacity penalty reached full strength]."""
+    avg = opacity if trace is None else 0.95 * trace[0] + 0.05 * opacity
+    peak = trace[1] if trace is not None else 0.0
+    return [avg, max(peak, avg) if full_strength else peak]
+
+
+def collapsed(trace: Optional[List[float]], ratio: float) -> bool:
+    """Whether the trace's moving average has fallen below ratio × its peak (a peak of 0: not measured yet)."""
+    return bool(ratio) and trace is not None and trace[0] < ratio * trace[1]
+
+
 EMPTY_OPACITY = 1e-3  # a training render whose mean opacity is below this shows no object (see empty_patience)
 
 
@@ -172,7 +185,6 @@ class Trainer:
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise DreamlmcError("--device cuda was asked for but CUDA is not available; use --device cpu")
-        torch.manual_seed(cfg.seed)
         if backend is None:
             from dreamlmc.guidance.backends import load_backend
 
@@ -193,8 +205,8 @@ class Trainer:
                                     sequence=False, progressive_until=None)
         self.sampler_below = CameraSampler(below, max(8, res // 2), max(8, res // 2), seed=cfg.seed + 5)
         self.guidance = ScoreDistillation(cfg.guidance, backend, seed=cfg.seed + 1)
-        # seeded again after every network that loads weights (the prior, k_psi): their random initialisation, which
-        # the weights overwrite, must not move the run's own draws. It did once: a token row added to the built-in
+        # seeded after every network that loads weights (the prior, k_psi): their random initialisation, which the
+        # weights overwrite, must not move the run's own draws. It did once: a token row added to the built-in
         # prior's text encoder shifted every run's field initialisation and cameras (ablation row 116).
         torch.manual_seed(cfg.seed)
         self.renderer = Renderer(cfg.renderer, device=self.device).to(self.device)
@@ -394,17 +406,9 @@ class Trainer:
     def _trace_opacity(self, opacity: float) -> None:
         """The moving average of the renders' opacity and its peak once the penalty is at full strength (only when
         TrainConfig.collapse_ratio is on: it draws no random numbers, so it changes no run it does not send back)."""
-        if not self.cfg.collapse_ratio:
-            return
-        avg = opacity if self.opacity_trace is None else 0.95 * self.opacity_trace[0] + 0.05 * opacity
-        peak = self.opacity_trace[1] if self.opacity_trace is not None else 0.0
-        if self.fraction_done >= self.cfg.renderer.sparsity_ramp:
-            peak = max(peak, avg)
-        self.opacity_trace = [avg, peak]
-
-    def _collapsed(self) -> bool:
-        t = self.opacity_trace
-        return bool(self.cfg.collapse_ratio and t is not None and t[1] > 0 and t[0] < self.cfg.collapse_ratio * t[1])
+        if self.cfg.collapse_ratio:
+            self.opacity_trace = trace_opacity(self.opacity_trace, opacity,
+                                               self.fraction_done >= self.cfg.renderer.sparsity_ramp)
 
     def _recover_if_empty(self, rec: Dict) -> bool:
         """Go back to the last checkpoint with half the opacity penalty when the object has vanished, or collapsed
@@ -412,14 +416,14 @@ class Trainer:
         -> True when it went back."""
         ending = self.step == self.cfg.steps and self._no_surface(rec)
         vanished = self.empty_steps >= self.cfg.empty_patience
-        collapsed = not vanished and self._collapsed()
-        if (not self._recovers() or not (vanished or ending or collapsed)
+        lost_shape = not vanished and collapsed(self.opacity_trace, self.cfg.collapse_ratio)
+        if (not self._recovers() or not (vanished or ending or lost_shape)
                 or self.sparsity_scale < 1.0 / 8 or not (self.run_dir / CHECKPOINT).exists()):
             return False
         lost, scale = self.step, self.sparsity_scale * 0.5
         if vanished:
             what, why = "vanished", f"empty renders since step {lost - self.empty_steps}"
-        elif collapsed:
+        elif lost_shape:
             avg, peak = self.opacity_trace
             what, why = "collapsed", (f"its renders' mean opacity {avg:.2f}, below {self.cfg.collapse_ratio:g} of "
                                       f"its peak {peak:.2f}, at step {lost}")

@@ -67,9 +67,9 @@ def _config_tag(job_json: str) -> str:
 
     from dreamlmc.trainer import RESULTS_VERSION
 
+    # the config and the code's results version (a change that moves every run renames the cached runs, row 116)
     resolved = json.dumps(asdict(job_config(json.loads(job_json))), sort_keys=True, default=str)
-    if RESULTS_VERSION > 1:  # a code change that moved every run (row 116): runs from before it are not reused
-        resolved += f"|results_version={RESULTS_VERSION}"
+    resolved += f"|results_version={RESULTS_VERSION}"
     return hashlib.sha256(resolved.encode()).hexdigest()[:10]
 
 

@@ -8,22 +8,22 @@ import argparse
 import json
 from pathlib import Path
 
+from dreamlmc.trainer import collapsed, trace_opacity
+
 
 def first_trigger(run: Path, ratio: float):
     cfg = (run / "config.yaml").read_text()
     ramp = next((float(line.split(":")[1]) for line in cfg.splitlines() if line.strip().startswith("sparsity_ramp:")),
                 0.25)
     steps = next((int(line.split(":")[1]) for line in cfg.splitlines() if line.startswith("steps:")), 1000)
-    avg, peak = None, 0.0
+    trace = None  # the trainer's own trace and test (TrainConfig.collapse_ratio)
     for line in (run / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if "opacity" not in r:
             continue
-        avg = r["opacity"] if avg is None else 0.95 * avg + 0.05 * r["opacity"]
-        if r["step"] / steps >= ramp:
-            peak = max(peak, avg)
-        if peak > 0 and avg < ratio * peak:
-            return r["step"], avg, peak
+        trace = trace_opacity(trace, r["opacity"], r["step"] / steps >= ramp)
+        if collapsed(trace, ratio):
+            return (r["step"], *trace)
     return None
 
 
