@@ -45,3 +45,25 @@ def ddim_sample(predict: Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tens
         eps_c, eps_u = predict(x, tt)
         x = sched.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
     return x
+
+
+@torch.no_grad()
+def ddim_denoise(predict: Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
+                 x_t: torch.Tensor, t_start: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+                 guidance_scale: float) -> torch.Tensor:
+    """Deterministic DDIM (η = 0) from x_t at integer timesteps t_start (B,) down to t = 0 in `steps` evenly spaced
+    steps per image (SDEdit's second half); predict as for ddim_sample. Returns the final x̂ (the prior's input
+    space): the prior's clean image of x_t."""
+    x = x_t
+    for i in range(steps):
+        t = torch.round(t_start.double() * (1.0 - i / steps)).long()
+        t_next = torch.round(t_start.double() * (1.0 - (i + 1) / steps)).long()
+        eps_c, eps_u = predict(x, t)
+        eps = eps_c if eps_u is None else eps_u + guidance_scale * (eps_c - eps_u)
+        alpha, sigma = coefficients(alphas_cumprod, t)
+        x0 = denoised(x, eps, alpha, sigma)
+        if i == steps - 1:
+            return x0
+        a_next, s_next = coefficients(alphas_cumprod, t_next)
+        x = add_noise(x0, a_next, s_next, eps)  # x_{t'} = α' x̂ + σ' ε̂
+    return x

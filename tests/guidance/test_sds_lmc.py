@@ -355,3 +355,43 @@ def test_composable_guidance_at_scale_one_still_guides_the_colour(batch):
     cfg = GuidanceConfig(kind="sds", guidance_scale=1.0, partial_scale=3.0, fixed_eps=False)
     out, grad, be = run(cfg, images, ("a red cube", "a blue sphere"), t, eps, backend=PartialStub())
     assert torch.isfinite(grad).all() and float(out["grad_norm_cond"]) > 0  # (s_p − 1)(ε_colour − ε_u) alone
+
+
+def test_refine_pulls_each_image_towards_its_ddim_denoised_self(batch):
+    """ScoreDistillation.refine: gradient 2 (image − x̃) / B, x̃ the image noised to t and denoised by DDIM (η = 0)
+    at the given scale, here two steps (t → t/2 → 0) computed by hand with the stub's known ε."""
+    images, _, _ = batch
+    prompts, s, B = ("a red cube", "a blue sphere"), 3.0, images.shape[0]
+    be = StubBackend()
+    g = ScoreDistillation(GuidanceConfig(fixed_eps=False), be, seed=0, corrective=Corrective())
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(g.noise.generator.get_state())
+    t = torch.full((B,), 600)  # t_range (0.6, 0.6): no draw of t varies
+    torch.randint(600, 601, (B,), generator=gen)  # what the noise source draws for t, then ε
+    eps = torch.randn((B, 3, 8, 8), generator=gen)
+    img = images.clone().requires_grad_(True)
+    out = g.refine(img, list(prompts), (0.6, 0.6), s, 2)
+    out["loss"].backward()
+
+    def guided(x_t, tt):
+        e_c, e_u = (be._predict(x_t, tt, be.encode_prompts(list(p))) for p in (prompts, ("", "")))
+        return e_u + s * (e_c - e_u)
+
+    def coef(tt):
+        ac = be.alphas_cumprod[tt]
+        return ac.sqrt().view(-1, 1, 1, 1), (1 - ac).sqrt().view(-1, 1, 1, 1)
+
+    a, sg = coef(t)
+    x_t = a * (images * 2 - 1) + sg * eps
+    e = guided(x_t, t)
+    x0 = (x_t - sg * e) / a
+    a2, s2 = coef(t // 2)
+    x_mid = a2 * x0 + s2 * e
+    e2 = guided(x_mid, t // 2)
+    target = (x_mid - s2 * e2) / a2
+    torch.testing.assert_close(img.grad, 2 * (images - (target + 1) / 2) / B, rtol=1e-4, atol=1e-6)
+    assert float(out["t"]) == pytest.approx(0.6)
+    # a scale of 1 skips the unconditional prediction (one UNet call per DDIM step)
+    be.calls = 0
+    g.refine(images, list(prompts), (0.3, 0.5), 1.0, 3)
+    assert be.calls == 3

@@ -1,0 +1,55 @@
+"""The refinement stage (TrainConfig.refine): from its start on, the trainer's objective is the guidance's refine
+loss, and the opacity penalty is scaled by its factor."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamlmc.config import load_yaml
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.trainer import Trainer, resolve_config
+
+QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+
+
+def _trainer(tmp_path, *overrides):
+    cfg = resolve_config([load_yaml(QUICK)], ["prompt=a red cube", "steps=8", "checkpoint_every=4",
+                                              "renderer.orientation_weight=0", "renderer.eikonal_weight=0",
+                                              "renderer.sparsity_weight=50", "renderer.sparsity_ramp=0",
+                                              *overrides])
+    tr = Trainer(cfg, tmp_path, progress=False)
+    calls = []
+
+    def refine(images, prompts, t_range, scale, ddim_steps):  # a zero loss: what is left is the penalty
+        calls.append((tr.step, tuple(t_range), scale, ddim_steps))
+        return {"loss": (images * 0).sum(), "loss_refine": torch.zeros(())}
+
+    tr.guidance.refine = refine
+    return tr, calls
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [0.0, 1.0])
+def test_refinement_replaces_the_guidance_from_its_start_and_scales_the_penalty(tmp_path, factor):
+    tr, calls = _trainer(tmp_path, "refine.start=0.5", "refine.t_range=[0.1,0.3]", "refine.guidance_scale=2",
+                         "refine.ddim_steps=3", f"refine.sparsity_factor={factor}")
+    assert tr.train()
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [c[0] for c in calls] == [4, 5, 6, 7] and calls[0][1:] == ((0.1, 0.3), 2.0, 3)
+    assert all("loss_cond" in r for r in recs[:4]) and not any("loss_cond" in r for r in recs[4:])
+    refined = [r["loss"] for r in recs[4:]]
+    assert all(v == 0.0 for v in refined) if factor == 0 else all(v > 0 for v in refined)
+
+
+@pytest.mark.slow
+def test_without_a_start_there_is_no_refinement(tmp_path):
+    tr, calls = _trainer(tmp_path)
+    assert tr.train() and calls == []
+
+
+def test_refine_settings_are_checked():
+    with pytest.raises(DreamlmcError, match="refine.start"):
+        resolve_config([], ["refine.start=1.5"])
+    with pytest.raises(DreamlmcError, match="refine.ddim_steps"):
+        resolve_config([], ["refine.ddim_steps=0"])
