@@ -48,6 +48,15 @@ def test_guidance_runs_on_each_backend(backend):
     assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
+def test_refinement_runs_on_each_backend(backend):
+    """The refinement stage's loss (TrainConfig.refine) in each prior's own space, pixels or latents."""
+    g = ScoreDistillation(GuidanceConfig(corrective="identity"), backend)
+    img = torch.rand(2, 3, 16, 16, requires_grad=True)
+    out = g.refine(img, ["a red cube, front view", "a red cube, side view"], (0.2, 0.5), 3.0, 2)
+    out["loss"].backward()
+    assert torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0 and 0.2 <= float(out["t"]) <= 0.5
+
+
 def test_kinds_are_detected(tiny_sd, tiny_if):
     assert type(load_backend(str(tiny_sd))).__name__ == "StableDiffusionBackend"
     assert type(load_backend(str(tiny_if))).__name__ == "DeepFloydIFBackend"
