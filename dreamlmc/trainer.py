@@ -74,6 +74,8 @@ class RefineConfig:
     guidance_scale: float = spec(3.0, ge=0.0, le=1e4)
     ddim_steps: int = spec(4, ge=1, le=1000)
     sparsity_factor: float = spec(0.0, ge=0.0, le=1.0)
+    # score distillation's loss kept beside the refinement's at this weight (0: the refinement alone)
+    sds_weight: float = spec(0.0, ge=0.0, le=100.0)
 
 
 # Bumped by every change that alters what a run trains to without changing its config (benchmarks key their cached
@@ -303,12 +305,17 @@ class Trainer:
         """The term that shapes the asset: score distillation of the renders. -> dict with "loss" (its gradient
         w.r.t. the images is the guidance's) and diagnostics. A photometric fit (the quality benchmark's ceiling)
         overrides this."""
+        prompts = self.prompts_for(cams.views)
         if self.refining:
             rc = self.cfg.refine
-            return self.guidance.refine(out["rgb"], self.prompts_for(cams.views), rc.t_range, rc.guidance_scale,
-                                        rc.ddim_steps)
+            r = self.guidance.refine(out["rgb"], prompts, rc.t_range, rc.guidance_scale, rc.ddim_steps)
+            if rc.sds_weight > 0:  # score distillation goes on beside it, scaled
+                self.guidance.set_progress(self.fraction_done)
+                g = self.guidance(out["rgb"], prompts)
+                r = dict(g, loss=r["loss"] + rc.sds_weight * g["loss"], loss_refine=r["loss_refine"])
+            return r
         self.guidance.set_progress(self.fraction_done)
-        return self.guidance(out["rgb"], self.prompts_for(cams.views))
+        return self.guidance(out["rgb"], prompts)
 
     @property
     def refining(self) -> bool:

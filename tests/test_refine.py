@@ -53,3 +53,11 @@ def test_refine_settings_are_checked():
         resolve_config([], ["refine.start=1.5"])
     with pytest.raises(DreamlmcError, match="refine.ddim_steps"):
         resolve_config([], ["refine.ddim_steps=0"])
+
+
+@pytest.mark.slow
+def test_score_distillation_can_go_on_beside_the_refinement(tmp_path):
+    tr, calls = _trainer(tmp_path, "refine.start=0.5", "refine.sds_weight=0.5")
+    assert tr.train()
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(calls) == 4 and all("loss_cond" in r and "loss_refine" in r for r in recs[4:])

@@ -61,7 +61,7 @@ def renders(shape: str, albedo, cams, mode: str, k: float) -> Dict[str, torch.Te
 
 
 def forces(cfg, backend, prompt: str, views: int, draws: int, progress: float, delta: float, seed: int,
-           at: float = 1.0) -> Dict:
+           at: float = 1.0, refine: bool = False) -> Dict:
     from dreamlmc.cameras import CameraSampler
     from dreamlmc.guidance.sds import ScoreDistillation
     from dreamlmc.shapes.world import COLOURS, parse_prompt
@@ -76,11 +76,15 @@ def forces(cfg, backend, prompt: str, views: int, draws: int, progress: float, d
     base = renders(parts["shape"], albedo, cams, "scale", at)
     texts = [f"{prompt}, {v} view" for v in cams.views] if cfg.view_prompts else [prompt] * views
     grads = []  # the guidance's gradient on each view's image, one per draw: (draws, views, 3, R, R)
+    rf = cfg.refine
     for _ in range(draws):
         g_views = []
         for i in range(views):
             x = base["rgb"][i:i + 1].clone().requires_grad_(True)
-            out = guidance(x, texts[i:i + 1])
+            if refine:  # the refinement stage's objective instead of score distillation
+                out = guidance.refine(x, texts[i:i + 1], rf.t_range, rf.guidance_scale, rf.ddim_steps)
+            else:
+                out = guidance(x, texts[i:i + 1])
             (gx,) = torch.autograd.grad(out["loss"], x)
             g_views.append(gx[0])
         grads.append(torch.stack(g_views))
@@ -116,6 +120,9 @@ def main(argv=None) -> int:
     ap.add_argument("--at", type=float, nargs="+", default=[1.0],
                     help="uniform scales of the object at which the forces are measured (1: the truth)")
     ap.add_argument("--delta", type=float, default=0.05, help="relative deformation for the central differences")
+    ap.add_argument("--refine", action="store_true",
+                    help="the refinement stage's objective (refine.*) instead of score distillation; growth is then "
+                         "still against the opacity penalty at full weight")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--label", default="default")
     ap.add_argument("--out", type=Path, default=Path("bench_results/truth_forces.json"))
@@ -136,7 +143,8 @@ def main(argv=None) -> int:
         for prog in args.progress:
             for at in args.at:
                 torch.manual_seed(args.seed)
-                r = forces(cfg, backends[cfg.model], prompt, args.views, args.draws, prog, args.delta, args.seed, at)
+                r = forces(cfg, backends[cfg.model], prompt, args.views, args.draws, prog, args.delta, args.seed, at,
+                           args.refine)
                 rows.append({"prompt": prompt, "progress": prog, "at": at, **r})
                 print(f"{prompt:18s} progress {prog:.2f} at {at:g}: " + "  ".join(
                     f"{m} growth {r[m]['growth']:+.2f} ± {r[m]['growth_se']:.2f}" for m in r), flush=True)
