@@ -61,3 +61,12 @@ def test_score_distillation_can_go_on_beside_the_refinement(tmp_path):
     assert tr.train()
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(calls) == 4 and all("loss_cond" in r and "loss_refine" in r for r in recs[4:])
+
+
+def test_the_refine_preset_is_the_default_with_row_122s_refinement_only():
+    """configs/refine.yaml documents a measured setting (README ablation row 122): it must change nothing else."""
+    import dataclasses
+    preset = resolve_config([load_yaml(QUICK.parent / "refine.yaml")], [])
+    default = resolve_config([], [])
+    assert (preset.refine.start, preset.refine.t_range) == (0.7, (0.1, 0.3))
+    assert dataclasses.replace(preset, refine=default.refine) == default
