@@ -35,6 +35,6 @@ setup(
     ],
     # Ray runs `dreamlmc batch`; the test command installs it so that the batch runner is tested. tiny-cuda-nn is
     # used on CUDA when importable (it is built from source, see the README); nerfacc is not used (README, renderer).
-    extras_require={"test": ["pytest>=8", "ray==2.60.0", "playwright==1.65.2"], "batch": ["ray==2.60.0"]},
+    extras_require={"test": ["pytest>=8", "hypothesis==6.155.2", "ray==2.60.0", "playwright==1.65.2"], "batch": ["ray==2.60.0"]},
     entry_points={"console_scripts": ["dreamlmc=dreamlmc.cli:main"]},
 )
