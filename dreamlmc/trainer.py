@@ -76,6 +76,13 @@ class RefineConfig:
     sparsity_factor: float = spec(0.0, ge=0.0, le=1.0)
     # score distillation's loss kept beside the refinement's at this weight (0: the refinement alone)
     sds_weight: float = spec(0.0, ge=0.0, le=100.0)
+    # weight of (V / V0 - 1)^2, V the field's mean occupancy at ANCHOR_POINTS fixed points of its box, V0 its value
+    # at the refinement's first step: holds the volume the refinement starts with (its own objective has no
+    # restoring force on size; README ablation rows 120, 127). 0: off
+    volume_anchor: float = spec(0.0, ge=0.0, le=1e6)
+
+
+ANCHOR_POINTS = 8192  # RefineConfig.volume_anchor's fixed points (drawn from their own seed: no draw from the run's)
 
 
 # Bumped by every change that alters what a run trains to without changing its config (benchmarks key their cached
@@ -244,6 +251,7 @@ class Trainer:
         self.sparsity_scale = 1.0  # halved each time the object vanished and the run went back (state, see above)
         self.empty_steps = 0
         self.opacity_trace: Optional[List[float]] = None  # [moving average, its peak] (TrainConfig.collapse_ratio)
+        self.refine_volume: Optional[float] = None  # V0 of RefineConfig.volume_anchor, once the refinement starts
         self.ema: Optional[Dict[str, torch.Tensor]] = None  # see TrainConfig.ema_decay
         self._stop_signal: Optional[int] = None
 
@@ -255,7 +263,8 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(), "guidance": self.guidance.state_dict(),
                 "step": self.step, "skipped": self.skipped, "sparsity_scale": self.sparsity_scale,
                 **({"ema": self.ema} if self.ema is not None else {}),
-                **({"opacity_trace": list(self.opacity_trace)} if self.opacity_trace is not None else {})}
+                **({"opacity_trace": list(self.opacity_trace)} if self.opacity_trace is not None else {}),
+                **({"refine_volume": self.refine_volume} if self.refine_volume is not None else {})}
 
     def save_checkpoint(self) -> Path:
         return save_state(self.run_dir / CHECKPOINT, self.state(),
@@ -278,6 +287,8 @@ class Trainer:
             self.ema = st.get("ema")
             trace = st.get("opacity_trace")
             self.opacity_trace = [float(v) for v in trace] if trace is not None else None
+            v0 = st.get("refine_volume")
+            self.refine_volume = float(v0) if v0 is not None else None
             self.empty_steps = 0
 
     def init_field_from(self, source: str) -> None:
@@ -317,6 +328,13 @@ class Trainer:
         self.guidance.set_progress(self.fraction_done)
         return self.guidance(out["rgb"], prompts)
 
+    def _volume_anchor(self) -> torch.Tensor:
+        """(V / V0 - 1)^2 of RefineConfig.volume_anchor; V0 is measured (and checkpointed) on the first call."""
+        v = self.renderer.volume_occupancy(torch.Generator().manual_seed(0), points=ANCHOR_POINTS)
+        if self.refine_volume is None:
+            self.refine_volume = max(float(v.detach()), 1e-6)
+        return (v / self.refine_volume - 1.0).square()
+
     @property
     def refining(self) -> bool:
         """Whether this step belongs to the refinement stage (TrainConfig.refine)."""
@@ -348,6 +366,10 @@ class Trainer:
             loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity
         if cfg.renderer.volume_weight > 0:
             loss = loss + frac * cfg.renderer.volume_weight * self.sparsity_scale * out["volume"]
+        anchor = torch.zeros(())
+        if self.refining and cfg.refine.volume_anchor > 0:
+            anchor = self._volume_anchor()
+            loss = loss + cfg.refine.volume_anchor * anchor
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
         if cfg.renderer.smooth_weight > 0:
@@ -385,6 +407,7 @@ class Trainer:
                "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
                "sparsity_below": float(sparsity_below.detach()),
                "volume": float(out.get("volume", torch.zeros(())).detach()),
+               **({"volume_anchor": float(anchor.detach())} if self.refining and cfg.refine.volume_anchor > 0 else {}),
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})

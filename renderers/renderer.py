@@ -126,12 +126,12 @@ class Renderer(nn.Module):
                                    torch.tensor([0.5, 0.5, 1.0], device=bg.device))
         return result
 
-    def volume_occupancy(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Mean occupancy in [0, 1] of the field at volume_points uniform random points of the box [-bound, bound]³
-        (RendererConfig.volume_weight)."""
+    def volume_occupancy(self, generator: Optional[torch.Generator] = None, points: Optional[int] = None) -> torch.Tensor:
+        """Mean occupancy in [0, 1] of the field at `points` (default volume_points) uniform random points of the box
+        [-bound, bound]³ (RendererConfig.volume_weight)."""
         b = self.cfg.field.bound
         device = next(self.field.parameters()).device
-        pts = ((torch.rand(self.cfg.volume_points, 3, generator=generator) * 2 - 1) * b).to(device)
+        pts = ((torch.rand(points or self.cfg.volume_points, 3, generator=generator) * 2 - 1) * b).to(device)
         g, _ = self.field.geometry_and_albedo(pts)
         density = self.field.density_from_geometry(g)
         if self.field.is_sdf:

@@ -70,3 +70,36 @@ def test_the_refine_preset_is_the_default_with_row_122s_refinement_only():
     default = resolve_config([], [])
     assert (preset.refine.start, preset.refine.t_range) == (0.7, (0.1, 0.3))
     assert dataclasses.replace(preset, refine=default.refine) == default
+
+
+@pytest.mark.slow
+def test_the_volume_anchor_holds_the_volume_the_refinement_starts_with(tmp_path):
+    """With the refinement's own loss zeroed and the opacity penalty on, the penalty shrinks the field; the anchor
+    (V / V0 - 1)^2 holds V near V0, measured at the first refinement step and restored from the checkpoint."""
+    from dreamlmc.trainer import ANCHOR_POINTS
+
+    def final_volume(sub, *extra):
+        tr, _ = _trainer(tmp_path / sub, "steps=12", "refine.start=0.34", "refine.sparsity_factor=1",
+                         "renderer.sparsity_weight=2000", *extra)
+        assert tr.train()
+        with torch.no_grad():
+            v = float(tr.renderer.volume_occupancy(torch.Generator().manual_seed(0), points=ANCHOR_POINTS))
+        recs = [json.loads(line) for line in (tmp_path / sub / "metrics.jsonl").read_text().splitlines()]
+        return tr, v, recs
+
+    free, v_free, recs_free = final_volume("free")
+    held, v_held, recs = final_volume("held", "refine.volume_anchor=1e5")
+    assert free.refine_volume is None and not any("volume_anchor" in r for r in recs_free)
+    assert "volume_anchor" not in recs[3] and all("volume_anchor" in r for r in recs[4:])
+    v0 = held.refine_volume
+    assert abs(v_held / v0 - 1) < 0.5 * abs(v_free / v0 - 1), (v0, v_held, v_free)
+    resumed = Trainer(held.cfg, tmp_path / "held", progress=False)
+    resumed.load_checkpoint()
+    assert resumed.refine_volume == v0
+
+
+def test_the_anchor_points_draw_nothing_from_the_runs_generator(tmp_path):
+    tr, _ = _trainer(tmp_path, "refine.start=0", "refine.volume_anchor=1")
+    before = tr.generator.get_state().clone()
+    tr._volume_anchor()
+    assert torch.equal(tr.generator.get_state(), before) and tr.refine_volume is not None

@@ -1,4 +1,4 @@
-"""Rows 122-126: screen refinement variants from shared stage-1 states: the default trained to step STOP of its 1000-step
+"""Rows 122-127: screen refinement variants from shared stage-1 states: the default trained to step STOP of its 1000-step
 schedule (checkpointed, cached), then continued with refine.start = STOP/1000 and the variant's refine.* overrides.
 Continuing from the full checkpoint is bit-identical to a run that had the refinement from the start. Paired
 against row 116's runs of the default (the same first STOP steps: one thread per run).
@@ -11,6 +11,7 @@ The rows' overrides (each row's JSON is its results.json):
     124 refine.t_range=[0.1,0.3] refine.sds_weight=0.5 refine.sparsity_factor=0.5
     125 refine.t_range=[0.1,0.3] refine.sds_weight=1.0 refine.sparsity_factor=1.0
     126 refine.t_range=[0.05,0.2] refine.ddim_steps=2 refine.sds_weight=0.25 refine.sparsity_factor=0.25
+    127 refine.t_range=[0.1,0.3] refine.volume_anchor=1000
 """
 import json, os, signal, sys, shutil
 from pathlib import Path
