@@ -252,6 +252,7 @@ class Trainer:
         self.empty_steps = 0
         self.opacity_trace: Optional[List[float]] = None  # [moving average, its peak] (TrainConfig.collapse_ratio)
         self.refine_volume: Optional[float] = None  # V0 of RefineConfig.volume_anchor, once the refinement starts
+        self._anchor_points: Optional[torch.Tensor] = None  # RefineConfig.volume_anchor's points, drawn once
         self.ema: Optional[Dict[str, torch.Tensor]] = None  # see TrainConfig.ema_decay
         self._stop_signal: Optional[int] = None
 
@@ -330,7 +331,11 @@ class Trainer:
 
     def _volume_anchor(self) -> torch.Tensor:
         """(V / V0 - 1)^2 of RefineConfig.volume_anchor; V0 is measured (and checkpointed) on the first call."""
-        v = self.renderer.volume_occupancy(torch.Generator().manual_seed(0), points=ANCHOR_POINTS)
+        if self._anchor_points is None:  # fixed for the run: drawn once, from their own seed
+            b = self.renderer.cfg.field.bound
+            pts = (torch.rand(ANCHOR_POINTS, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * b
+            self._anchor_points = pts.to(self.device)
+        v = self.renderer.occupancy_at(self._anchor_points)
         if self.refine_volume is None:
             self.refine_volume = max(float(v.detach()), 1e-6)
         return (v / self.refine_volume - 1.0).square()
@@ -366,9 +371,8 @@ class Trainer:
             loss = loss + frac * cfg.renderer.sparsity_weight * self.sparsity_scale * sparsity
         if cfg.renderer.volume_weight > 0:
             loss = loss + frac * cfg.renderer.volume_weight * self.sparsity_scale * out["volume"]
-        anchor = torch.zeros(())
-        if self.refining and cfg.refine.volume_anchor > 0:
-            anchor = self._volume_anchor()
+        anchor = self._volume_anchor() if self.refining and cfg.refine.volume_anchor > 0 else None
+        if anchor is not None:
             loss = loss + cfg.refine.volume_anchor * anchor
         if self.renderer.field.is_sdf and cfg.renderer.eikonal_weight > 0:
             loss = loss + cfg.renderer.eikonal_weight * out["eikonal"]
@@ -407,7 +411,7 @@ class Trainer:
                "z_variance": float(out["z_variance"].detach()), "entropy": float(entropy.detach()),
                "sparsity_below": float(sparsity_below.detach()),
                "volume": float(out.get("volume", torch.zeros(())).detach()),
-               **({"volume_anchor": float(anchor.detach())} if self.refining and cfg.refine.volume_anchor > 0 else {}),
+               **({"volume_anchor": float(anchor.detach())} if anchor is not None else {}),
                "lr": self.optimizer.param_groups[0]["lr"],
                "skipped": not finite, "seconds": time.perf_counter() - t0}
         rec.update({k: float(v) for k, v in g.items() if k != "loss" and v.dim() == 0})

@@ -132,6 +132,11 @@ class Renderer(nn.Module):
         b = self.cfg.field.bound
         device = next(self.field.parameters()).device
         pts = ((torch.rand(points or self.cfg.volume_points, 3, generator=generator) * 2 - 1) * b).to(device)
+        return self.occupancy_at(pts)
+
+    def occupancy_at(self, pts: torch.Tensor) -> torch.Tensor:
+        """Mean occupancy in [0, 1] of the field at the points pts (N, 3) (volume_occupancy's measure)."""
+        b = self.cfg.field.bound
         g, _ = self.field.geometry_and_albedo(pts)
         density = self.field.density_from_geometry(g)
         if self.field.is_sdf:

@@ -79,7 +79,7 @@ def test_the_volume_anchor_holds_the_volume_the_refinement_starts_with(tmp_path)
     from dreamlmc.trainer import ANCHOR_POINTS
 
     def final_volume(sub, *extra):
-        tr, _ = _trainer(tmp_path / sub, "steps=12", "refine.start=0.34", "refine.sparsity_factor=1",
+        tr, _ = _trainer(tmp_path / sub, "steps=12", "refine.start=0.33", "refine.sparsity_factor=1",
                          "renderer.sparsity_weight=2000", *extra)
         assert tr.train()
         with torch.no_grad():
