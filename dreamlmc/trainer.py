@@ -125,6 +125,10 @@ class TrainConfig:
     ema_decay: Optional[float] = spec(None, gt=0.0, lt=1.0)
     ema_start: float = spec(0.5, ge=0.0, lt=1.0)
     view_prompts: bool = True  # append ", front view" etc. per camera
+    # append ", on grey" to the prompt of a training view drawn on a grey ground (renderer.field.background=grey),
+    # and keep it in its unconditional, when the prior knows ground words (a built-in prior trained with
+    # tools/train_prior.py --ground-words); without them it does nothing
+    ground_prompts: bool = True
     # White objects on the built-in prior: a white face lit head-on is as bright as the white ground the shipped
     # prior has only ever seen, and its white cubes come out as pitted crowns 1.4-1.7x too tall. When on, a prompt
     # whose colour is white, on model=builtin with the default white background, trains on "builtin-dark" (the prior
@@ -308,16 +312,28 @@ class Trainer:
                                 "hash grid or background); train with the same renderer.* settings as that run")
 
     # ---------------------------------------------------------------------------------------------- loop
-    def prompts_for(self, views: List[str]) -> List[str]:
-        if not self.cfg.view_prompts:
-            return [self.cfg.prompt] * len(views)
-        return [f"{self.cfg.prompt}, {v} view" for v in views]
+    def prompts_for(self, views: List[str], grey: Optional[List[bool]] = None) -> List[str]:
+        """The prompt of each training view: its view word (view_prompts) and, on a grey ground, the ground
+        (ground_prompts with a prior that knows ground words)."""
+        prompts = ([f"{self.cfg.prompt}, {v} view" for v in views] if self.cfg.view_prompts
+                   else [self.cfg.prompt] * len(views))
+        if grey is not None and self.names_grounds:
+            prompts = [f"{p}, on grey" if g else p for p, g in zip(prompts, grey)]
+        return prompts
+
+    @property
+    def names_grounds(self) -> bool:
+        return (self.cfg.ground_prompts and getattr(self.backend, "ground_words", False)
+                and self.cfg.renderer.field.background == "grey")
 
     def objective(self, out: Dict[str, torch.Tensor], cams, mode: str) -> Dict[str, torch.Tensor]:
         """The term that shapes the asset: score distillation of the renders. -> dict with "loss" (its gradient
         w.r.t. the images is the guidance's) and diagnostics. A photometric fit (the quality benchmark's ceiling)
         overrides this."""
-        prompts = self.prompts_for(cams.views)
+        grey = None
+        if self.names_grounds:  # the view's ground, as the renderer drew it (white or a grey level)
+            grey = (out["background"].flatten(1).min(1).values < 0.999).tolist()
+        prompts = self.prompts_for(cams.views, grey)
         if self.refining:
             rc = self.cfg.refine
             r = self.guidance.refine(out["rgb"], prompts, rc.t_range, rc.guidance_scale, rc.ddim_steps)

@@ -57,7 +57,7 @@ def sample_pool(backend: DiffusionBackend, prompts: Sequence[str], per_prompt: i
     for i in tqdm(range(0, len(todo), chunk), desc="sampling the prior", disable=not progress, leave=False):
         ps = todo[i:i + chunk]
         x = torch.randn((len(ps),) + tuple(backend.latent_shape), generator=g).to(backend.device)
-        cond, uncond = backend.encode_prompts(ps), backend.encode_prompts([""] * len(ps))
+        cond, uncond = backend.encode_prompts(ps), backend.encode_prompts(backend.unconditional_prompts(ps))
         x = ddim_sample(lambda x_t, t: backend.predict_noise(x_t, t, cond, uncond), x, backend.scheduler, steps,
                         guidance_scale)
         xs.append(x.float().cpu())

@@ -156,7 +156,7 @@ class ScoreDistillation:
 
     def embed(self, prompts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
         cond = self.backend.encode_prompts(list(prompts))
-        uncond = self.backend.encode_prompts([""] * len(prompts))
+        uncond = self.backend.encode_prompts(self.backend.unconditional_prompts(list(prompts)))
         return cond, uncond
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] = None, cond: torch.Tensor = None,
@@ -252,7 +252,7 @@ class ScoreDistillation:
         t = self.noise.timesteps(B, max(1, lo), max(1, hi)).to(be.device)
         eps = self.noise.fresh(B).to(x.device, x.dtype)
         cond = be.encode_prompts(list(prompts))
-        uncond = be.encode_prompts([""] * B) if guidance_scale != 1.0 else None
+        uncond = be.encode_prompts(be.unconditional_prompts(list(prompts))) if guidance_scale != 1.0 else None
         with torch.no_grad():
             alpha, sigma = coefficients(be.alphas_cumprod, t)
             x_t = add_noise(x.detach(), alpha, sigma, eps)

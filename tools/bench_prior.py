@@ -45,6 +45,9 @@ def main(argv=None) -> int:
                     help="epochs of the judge's training (default: 4 for a prior trained on white only, 12 for one "
                          "trained on mixed grounds: on half white, half 0.2-0.3 greys the judge reached 73 %% shape "
                          "accuracy on held-out ground truth after 4 epochs and 96 %% after 12)")
+    ap.add_argument("--ground", choices=["grey"], default=None,
+                    help="name this ground in every prompt ('..., on grey'; a prior trained with ground words): the "
+                         "gate of the samples a grey training view is guided towards")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.judge_epochs is not None and args.judge_epochs < 1:
@@ -57,6 +60,11 @@ def main(argv=None) -> int:
     from dreamlmc.shapes.prior import sample
 
     be = BuiltinBackend(args.weights)
+    if args.ground and not be.ground_words:
+        from dreamlmc.errors import DreamlmcError
+
+        raise DreamlmcError(f"--ground {args.ground}: the prior {be.weights} was trained without ground words "
+                            "(tools/train_prior.py --ground-words)")
     R = be.image_resolution
     t0 = time.time()
     # the judge sees the backgrounds the prior was trained on (its card's data, if it records them)
@@ -69,7 +77,7 @@ def main(argv=None) -> int:
           f"colour {clf_colour:.3f} "
           f"({time.time() - t0:.0f} s)")
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
-    prompts = [prompt_for(c, s) for c, s in pairs for _ in range(args.per_prompt)]
+    prompts = [prompt_for(c, s, ground=args.ground) for c, s in pairs for _ in range(args.per_prompt)]
     shape_idx = torch.tensor([SHAPES.index(s) for c, s in pairs for _ in range(args.per_prompt)])
     colour_idx = torch.tensor([list(COLOURS).index(c) for c, s in pairs for _ in range(args.per_prompt)])
     rows, per_prompt = [], {}
@@ -105,7 +113,7 @@ def main(argv=None) -> int:
                                 "classifier": {"shape": clf_shape, "colour": clf_colour, "white_fraction": white,
                                                "grey_range": greys, "epochs": epochs},
                                 "prior_steps": be.prior_card.get("steps"), "ddim_steps": args.steps,
-                                "per_prompt_samples": args.per_prompt,
+                                "per_prompt_samples": args.per_prompt, "ground": args.ground,
                                 "batch": args.batch, "sample_count4_s": latency}, args.out)
     print(f"wrote {path}")
     return 0

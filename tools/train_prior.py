@@ -7,7 +7,8 @@
 Choices (see dreamlmc/shapes/prior.py for the network): ε-prediction on a cosine DDPM schedule with min-SNR-5 loss
 weighting; AdamW with a linear warm-up; bf16 autocast; EMA of the weights (samples and the shipped file use it);
 caption dropout (whole prompt 10 %, colour or shape 10 % each, view 50 %) so that classifier-free guidance and
-partial prompts work. Checkpoints (every few minutes, atomically, and on SIGTERM/SIGINT) and a sample grid go to
+partial prompts work. --ground-words captions each image on a grey ground "..., on grey" (a fifth token, never
+dropped), so that a prompt without it means the white ground and "on grey" alone is a grey view's unconditional. Checkpoints (every few minutes, atomically, and on SIGTERM/SIGINT) and a sample grid go to
 --workdir, outside the work tree.
 """
 from __future__ import annotations
@@ -26,8 +27,9 @@ import torch
 
 from dreamlmc.cameras import CameraConfig, view_label
 from dreamlmc.checkpoint import load_optimizer_state, load_state, optimizer_state, save_state
-from dreamlmc.shapes.prior import (BOS, PAD, TOKEN_ID, PriorNet, load_prior, make_scheduler, sample, save_prior)
-from dreamlmc.shapes.world import COLOURS, GREY_RANGE, SHAPES, VIEWS, prompt_for
+from dreamlmc.shapes.prior import (BOS, GROUND_SEQ_LEN, PAD, TOKEN_ID, PriorNet, load_prior, make_scheduler, sample,
+                                   save_prior)
+from dreamlmc.shapes.world import COLOURS, GREY_RANGE, GROUNDS, SHAPES, VIEWS, prompt_for
 
 DEFAULT_WORKDIR = Path.home() / ".cache/dreamlmc/prior_train"
 GRID_PROMPTS = [prompt_for(c, s) for c, s in [("red", "cube"), ("blue", "sphere"), ("green", "cylinder"),
@@ -45,8 +47,17 @@ def load_data(path: Path, fine_views: bool = False):
     return images, colours, shapes, views, int(d["seed"])
 
 
-def batch_tokens(colours, shapes, views, g: torch.Generator) -> torch.Tensor:
-    """Token ids with caption dropout: whole 10 %, colour 10 %, shape 10 % (never both), view 50 %."""
+def grey_grounds(path: Path) -> torch.Tensor:
+    """(N,) bool: which images of a data set lie on a non-white ground (its per-image background colours)."""
+    with np.load(path) as d:
+        if "background" not in d:
+            return torch.zeros(len(d["colour"]), dtype=torch.bool)
+        return torch.from_numpy(d["background"].min(axis=1) < 0.999)
+
+
+def batch_tokens(colours, shapes, views, g: torch.Generator, grey=None) -> torch.Tensor:
+    """Token ids with caption dropout: whole 10 %, colour 10 %, shape 10 % (never both), view 50 %. grey (B,) bool:
+    a fifth token, the ground word on a grey ground and PAD on white, never dropped (ground words)."""
     B = len(colours)
     c_ids = torch.tensor([TOKEN_ID[list(COLOURS)[int(c)]] for c in colours])
     s_ids = torch.tensor([TOKEN_ID[SHAPES[int(s)]] for s in shapes])
@@ -59,7 +70,10 @@ def batch_tokens(colours, shapes, views, g: torch.Generator) -> torch.Tensor:
     c_ids = torch.where(drop_all | drop_c, PAD, c_ids)
     s_ids = torch.where(drop_all | drop_s, PAD, s_ids)
     v_ids = torch.where(drop_all | drop_v, PAD, v_ids)
-    return torch.stack([torch.full((B,), BOS), c_ids, s_ids, v_ids], dim=1)
+    cols = [torch.full((B,), BOS), c_ids, s_ids, v_ids]
+    if grey is not None:
+        cols.append(torch.where(grey, TOKEN_ID[GROUNDS[0]], PAD))
+    return torch.stack(cols, dim=1)
 
 
 def save_grid(images: torch.Tensor, rows: int, path: Path) -> None:
@@ -106,6 +120,8 @@ def _training_command(workdir: Path) -> str:
         train += f" --ema {data['ema']:g}"
     if data.get("view_bins_deg", 90) == 45:
         train += " --fine-views"
+    if data.get("ground_words"):
+        train += " --ground-words"
     return f"{make} && {train}"
 
 
@@ -140,6 +156,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fine-views", action="store_true",
                     help="caption each image with 45° view words (front / three-quarter / side / back) instead of "
                          "DreamFusion's 90° ones; train with camera.fine_views=true")
+    ap.add_argument("--ground-words", action="store_true",
+                    help="caption images on a grey ground '..., on grey' (a fifth token, never dropped): the prompt "
+                         "then says which ground a view has, and 'on grey' alone is its unconditional")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -147,7 +166,14 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.checkpoint or (args.workdir / "last.safetensors")  # resumable state (dreamlmc.checkpoint)
     torch.manual_seed(args.seed)
-    net = PriorNet()
+    if not args.export and not args.save_resumable:  # a workdir trains one kind of caption
+        done = args.workdir / "data.json"
+        if done.exists() and bool(json.loads(done.read_text()).get("ground_words")) != args.ground_words:
+            raise SystemExit(f"{args.workdir} was trained {'with' if not args.ground_words else 'without'} "
+                             "--ground-words; use the same flag or another --workdir")
+    ground_words = args.ground_words or (args.workdir / "data.json").exists() and bool(
+        json.loads((args.workdir / "data.json").read_text()).get("ground_words"))
+    net = PriorNet({"seq_len": GROUND_SEQ_LEN} if ground_words else None)
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
@@ -173,7 +199,7 @@ def main(argv=None) -> int:
         print(f"started from {args.resume_from} at step {step}", file=sys.stderr)
     elif args.init_weights:
         shipped, card = load_prior(args.init_weights)
-        if shipped.cfg != net.cfg:
+        if {**shipped.cfg, "seq_len": 0} != {**net.cfg, "seq_len": 0}:  # a ground slot may be added
             raise SystemExit(f"--init-weights: {args.init_weights} has another network config than PriorNet()")
         net.load_state_dict(shipped.state_dict())
         ema.load_state_dict(shipped.state_dict())
@@ -195,8 +221,9 @@ def main(argv=None) -> int:
     if args.export:
         from dreamlmc.shapes.prior import TOKENS
 
+        grammar = "a|an {colour} {shape}[, {view} view]" + ("[, on grey]" if ground_words else "")
         card = {"training_command": _training_command(args.workdir),
-                "vocabulary": list(TOKENS), "prompt_grammar": "a|an {colour} {shape}[, {view} view]",
+                "vocabulary": [t for t in TOKENS if ground_words or t not in GROUNDS], "prompt_grammar": grammar,
                 "data_seed": args.seed, "steps": step, "batch_size": args.batch_size,
                 "lr_segments": _lr_segments(args.workdir, step),
                 "final_loss": _last_loss(args.workdir), "ema_decay": args.ema,
@@ -206,7 +233,7 @@ def main(argv=None) -> int:
             if f.exists():
                 card["fine_tuned_from" if name == "init" else "data"] = json.loads(f.read_text())
         if card.get("data", {}).get("view_bins_deg", 90) != 45:  # never captioned "three-quarter": the backend
-            card["vocabulary"] = [t for t in TOKENS if t != "three-quarter"]  # then refuses that word instead of
+            card["vocabulary"] = [t for t in card["vocabulary"] if t != "three-quarter"]  # then refuses that word instead of
             # using an untrained embedding (it checks prompts against the card's words by name)
         card["ema_decay"] = card.get("data", {}).get("ema", args.ema)  # the training's, not this export call's
         save_prior(ema, args.export, card)
@@ -214,6 +241,7 @@ def main(argv=None) -> int:
         return 0
 
     images, colours, shapes, views, data_seed = load_data(args.data, args.fine_views)
+    grey = grey_grounds(args.data) if ground_words else None
     with np.load(args.data) as d:
         white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
         cams = {k: [round(float(v), 4) for v in d[k]]
@@ -222,7 +250,8 @@ def main(argv=None) -> int:
                                                         "seed": data_seed, "white_fraction": white, **cams,
                                                         "lr": args.lr, "warmup": args.warmup,
                                                         "precision": args.precision, "ema": args.ema,
-                                                        "view_bins_deg": 45 if args.fine_views else 90}))
+                                                        "view_bins_deg": 45 if args.fine_views else 90,
+                                                        **({"ground_words": True} if ground_words else {})}))
     sched = make_scheduler(net.cfg)
     alphas_cumprod = sched.alphas_cumprod.float()
     snr = alphas_cumprod / (1 - alphas_cumprod)
@@ -251,7 +280,7 @@ def main(argv=None) -> int:
         x0 = images[idx].float() / 127.5 - 1.0
         flip = torch.rand(args.batch_size, generator=g) < 0.5  # mirror images are views of the same world
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        ids = batch_tokens(colours[idx], shapes[idx], views[idx], g)
+        ids = batch_tokens(colours[idx], shapes[idx], views[idx], g, None if grey is None else grey[idx])
         t = torch.randint(0, len(alphas_cumprod), (args.batch_size,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         a = alphas_cumprod[t].sqrt()[:, None, None, None]

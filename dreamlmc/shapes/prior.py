@@ -1,7 +1,8 @@
 """The built-in prior's network: a tiny text encoder over the world's vocabulary and a small pixel-space UNet.
 
 A prompt becomes 4 tokens [BOS, colour, shape, view] (a missing part is PAD; the empty prompt, used for
-classifier-free guidance, is [BOS, PAD, PAD, PAD]). The encoder embeds them (token + position, LayerNorm); the
+classifier-free guidance, is [BOS, PAD, PAD, PAD]); a prior trained with ground words (config seq_len 5) has a fifth,
+the ground ("on grey"; PAD: the white ground). The encoder embeds them (token + position, LayerNorm); the
 UNet (diffusers UNet2DConditionModel) cross-attends to the 4 embeddings and also receives their mean as a global
 "class" embedding added to the timestep embedding, which makes the conditioning converge fast on a CPU budget.
 Weights live in one safetensors file (prefixes "text." and "unet.") beside a JSON card.
@@ -14,12 +15,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from dreamlmc.shapes.world import COLOURS, SHAPES, VIEWS, parse_prompt
+from dreamlmc.errors import DreamlmcError
+from dreamlmc.shapes.world import COLOURS, GROUNDS, SHAPES, VIEWS, parse_prompt, split_ground
 
 PAD, BOS = 0, 1
-TOKENS: Tuple[str, ...] = ("<pad>", "<bos>") + tuple(COLOURS) + SHAPES + VIEWS
+TOKENS: Tuple[str, ...] = ("<pad>", "<bos>") + tuple(COLOURS) + SHAPES + VIEWS + GROUNDS
 TOKEN_ID = {t: i for i, t in enumerate(TOKENS)}
-SEQ_LEN = 4
+SEQ_LEN = 4  # without ground words; 5 with them (config "seq_len")
 
 DEFAULT_CONFIG: Dict = {
     "resolution": 32,
@@ -35,6 +37,11 @@ DEFAULT_CONFIG: Dict = {
     "beta_schedule": "squaredcos_cap_v2",
     "prediction_type": "epsilon",
 }
+GROUND_SEQ_LEN = 5
+
+
+def seq_len_of(cfg: Dict) -> int:
+    return int(cfg.get("seq_len", SEQ_LEN))
 
 
 def tokenize_parts(colour: Optional[str], shape: Optional[str], view: Optional[str]) -> List[int]:
@@ -42,25 +49,40 @@ def tokenize_parts(colour: Optional[str], shape: Optional[str], view: Optional[s
             TOKEN_ID[view] if view else PAD]
 
 
-def tokenize(prompts: Sequence[str]) -> torch.Tensor:
-    """Prompts -> (B, 4) token ids. "" is the unconditional prompt; an unknown word raises DreamlmcError."""
+def tokenize(prompts: Sequence[str], seq_len: int = SEQ_LEN) -> torch.Tensor:
+    """Prompts -> (B, seq_len) token ids. "" is the unconditional prompt ("on grey" alone: a grey view's, for a prior
+    with ground words, seq_len 5); an unknown word raises DreamlmcError."""
     ids = []
     for p in prompts:
-        if p.strip() == "":
-            ids.append([BOS, PAD, PAD, PAD])
+        rest, ground = split_ground(p)
+        if ground is not None and seq_len < GROUND_SEQ_LEN:
+            raise DreamlmcError(f"the prompt {p!r} names a ground ('on {ground}'), but this prior was trained without "
+                                "ground words; drop the phrase or fine-tune with tools/train_prior.py --ground-words")
+        if rest == "":
+            row = [BOS, PAD, PAD, PAD]
         else:
-            parts = parse_prompt(p)
-            ids.append(tokenize_parts(parts["colour"], parts["shape"], parts["view"]))
+            parts = parse_prompt(rest)
+            row = tokenize_parts(parts["colour"], parts["shape"], parts["view"])
+        if seq_len >= GROUND_SEQ_LEN:
+            row.append(TOKEN_ID[ground] if ground else PAD)
+        ids.append(row)
     return torch.tensor(ids, dtype=torch.long)
 
 
-class TinyTextEncoder(nn.Module):
-    """(B, 4) token ids -> (B, 4, D) hidden states."""
+def unconditional_prompt(prompt: str) -> str:
+    """The classifier-free guidance partner of a prompt: "" or, for a prompt that names a ground, that ground alone
+    (so that the two predictions agree on it and guidance amplifies only the object)."""
+    ground = split_ground(prompt)[1]
+    return f"on {ground}" if ground else ""
 
-    def __init__(self, embed_dim: int):
+
+class TinyTextEncoder(nn.Module):
+    """(B, L) token ids -> (B, L, D) hidden states (L = seq_len: 4, or 5 with ground words)."""
+
+    def __init__(self, embed_dim: int, seq_len: int = SEQ_LEN):
         super().__init__()
         self.token = nn.Embedding(len(TOKENS), embed_dim)
-        self.position = nn.Parameter(torch.zeros(SEQ_LEN, embed_dim))
+        self.position = nn.Parameter(torch.zeros(seq_len, embed_dim))
         self.norm = nn.LayerNorm(embed_dim)
         nn.init.normal_(self.token.weight, std=0.5)
 
@@ -68,14 +90,29 @@ class TinyTextEncoder(nn.Module):
         return self.norm(self.token(ids) + self.position)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Weights from before the last view words existed have fewer token rows: each new view word starts as the
-        # mean of front and side (a diagonal view between them), until a fine-tune teaches it.
+        # Weights from before the last words existed have fewer token rows: each new view word starts as the mean of
+        # front and side (a diagonal view between them), a ground word as a fixed random row of the others' typical
+        # norm, until a fine-tune teaches it (a ground word started as PAD stays indistinguishable from "no ground":
+        # after 1,200 fine-tuning steps it had moved 0.08 from PAD, whose norm is 3.5, and the prior drew every prompt
+        # on grey half the time). Weights without a ground slot have 4 positions: a fifth starts at zero.
         key = prefix + "token.weight"
         w = state_dict.get(key)
         if w is not None and w.shape[0] < len(TOKENS):
-            between = w[[TOKEN_ID["front"], TOKEN_ID["side"]]].mean(0, keepdim=True)
-            state_dict[key] = torch.cat([w, between.expand(len(TOKENS) - w.shape[0], -1)])
+            between = w[[TOKEN_ID["front"], TOKEN_ID["side"]]].mean(0)
+            rows = [_new_word_row(w, i) if TOKENS[i] in GROUNDS else between for i in range(w.shape[0], len(TOKENS))]
+            state_dict[key] = torch.cat([w, torch.stack(rows)])
+        key = prefix + "position"
+        pos = state_dict.get(key)
+        if pos is not None and pos.shape[0] < self.position.shape[0]:
+            state_dict[key] = torch.cat([pos, pos.new_zeros(self.position.shape[0] - pos.shape[0], pos.shape[1])])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _new_word_row(w: torch.Tensor, index: int) -> torch.Tensor:
+    """A fixed random embedding row (seeded by its token index, never the global generator) of the mean norm of the
+    rows w has."""
+    r = torch.randn(w.shape[1], generator=torch.Generator().manual_seed(index)).to(w)
+    return r / r.norm() * w.norm(dim=1).mean()
 
 
 def build_unet(cfg: Dict) -> nn.Module:
@@ -92,19 +129,19 @@ def build_unet(cfg: Dict) -> nn.Module:
 
 
 class PriorNet(nn.Module):
-    """Text encoder + UNet. forward(x_t (B,3,R,R) in [-1,1] space, t (B,), ids (B,4)) -> ε prediction."""
+    """Text encoder + UNet. forward(x_t (B,3,R,R) in [-1,1] space, t (B,), ids (B,L)) -> ε prediction."""
 
     def __init__(self, cfg: Optional[Dict] = None):
         super().__init__()
         self.cfg = dict(DEFAULT_CONFIG, **(cfg or {}))
-        self.text = TinyTextEncoder(self.cfg["embed_dim"])
+        self.text = TinyTextEncoder(self.cfg["embed_dim"], seq_len_of(self.cfg))
         self.unet = build_unet(self.cfg)
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         return self.text(ids)
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (B, 4, D) from encode(); the mean over tokens is the global class embedding."""
+        """hidden: (B, L, D) from encode(); the mean over tokens is the global class embedding."""
         return self.unet(x_t, t, encoder_hidden_states=hidden, class_labels=hidden.mean(1)).sample
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -147,7 +184,9 @@ def sample(net: PriorNet, prompts: Sequence[str], guidance_scale: float = 3.0, s
     B, R = len(prompts), cfg["resolution"]
     dtype = next(net.parameters()).dtype
     x = torch.randn(B, 3, R, R, generator=generator).to(device=device, dtype=dtype)
-    hidden = net.encode(torch.cat([tokenize(prompts), tokenize([""] * B)]).to(device))
+    L = seq_len_of(cfg)
+    hidden = net.encode(torch.cat([tokenize(prompts, L), tokenize([unconditional_prompt(p) for p in prompts], L)])
+                        .to(device))
 
     def predict(x_t, t):  # conditional and unconditional in one batch
         return net.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), hidden).chunk(2)

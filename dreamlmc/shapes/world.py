@@ -29,6 +29,12 @@ COLOURS: Dict[str, Tuple[float, float, float]] = {
 # tables are one row shorter (shapes.prior pads them)
 VIEWS: Tuple[str, ...] = ("front", "side", "back", "overhead", "three-quarter")
 BACKGROUND = (1.0, 1.0, 1.0)
+# Ground words: a prompt may end in "on grey" ("on a grey background") to name a non-white ground. A prior trained
+# with `tools/train_prior.py --ground-words` captions every image on a grey that way and never drops the phrase, so
+# for it a prompt without one means the white ground, and "on grey" alone is the unconditional prompt of a grey view
+# (its classifier-free guidance then agrees with the prompt on the ground; README rows 106, 128). Older priors have no
+# ground slot and refuse the phrase.
+GROUNDS: Tuple[str, ...] = ("grey",)
 # The other backgrounds a prior may be trained on: solid greys in this range, one per image. Greys (not any colour)
 # so that no object can vanish into a background of its own colour (a red cube on red is a red frame, and a field
 # that fills its bounding sphere scores well against it); this range keeps white (0.92) and black (0.1) objects
@@ -128,13 +134,26 @@ def normalise_prompt(prompt: str) -> str:
     return re.sub(r"\s+", " ", prompt.strip().lower())
 
 
+_GROUND_PHRASE = re.compile(r"(?:^|[\s,.;]+)on (?:a |the )?(" + "|".join(GROUNDS) + r")(?: background| ground)?(?=$|[\s,.;])")
+
+
+def split_ground(prompt: str) -> Tuple[str, Optional[str]]:
+    """'a white cube, front view, on grey' -> ('a white cube, front view', 'grey'); no ground phrase -> (prompt, None)."""
+    text = normalise_prompt(prompt)
+    m = _GROUND_PHRASE.search(text)
+    if m is None:
+        return text, None
+    return (text[:m.start()] + text[m.end():]).strip(" ,.;"), m.group(1)
+
+
 def parse_prompt(prompt: str) -> Dict[str, Optional[str]]:
-    """'a red cube, front view' -> {'colour': 'red', 'shape': 'cube', 'view': 'front'}; any part may be None.
+    """'a red cube, front view' -> {'colour': 'red', 'shape': 'cube', 'view': 'front', 'ground': None}; any part may
+    be None ('ground': 'grey' for a prompt that ends in 'on grey').
 
     Raises DreamlmcError for an empty prompt or a word outside the world's vocabulary.
     """
-    text = normalise_prompt(prompt)
-    if not text:
+    text, ground = split_ground(prompt)
+    if not text and ground is None:
         raise DreamlmcError("the prompt is empty; try e.g. --prompt \"a red cube\"")
     words = [w for w in re.split(r"[\s,.;]+", text) if w]
     unknown = [w for w in words if w not in VOCABULARY]
@@ -143,7 +162,7 @@ def parse_prompt(prompt: str) -> Dict[str, Optional[str]]:
             f"the built-in prior does not know {', '.join(repr(w) for w in unknown)}; it knows colours "
             f"({', '.join(COLOURS)}), shapes ({', '.join(SHAPES)}) and views ({', '.join(VIEWS)}). For any other "
             "prompt use a real diffusion model with --model <hub id or local folder>")
-    out: Dict[str, Optional[str]] = {"colour": None, "shape": None, "view": None}
+    out: Dict[str, Optional[str]] = {"colour": None, "shape": None, "view": None, "ground": ground}
     for w in words:
         for key, names in (("colour", COLOURS), ("shape", SHAPES), ("view", VIEWS)):
             if w in names:
@@ -155,9 +174,11 @@ def parse_prompt(prompt: str) -> Dict[str, Optional[str]]:
     return out
 
 
-def prompt_for(colour: Optional[str], shape: Optional[str], view: Optional[str] = None) -> str:
+def prompt_for(colour: Optional[str], shape: Optional[str], view: Optional[str] = None,
+               ground: Optional[str] = None) -> str:
     words = [w for w in (colour, shape) if w]
     body = " ".join(words)
     article = "an" if body[:1] in "aeiou" else "a"
     text = f"{article} {body}"
-    return f"{text}, {view} view" if view else text
+    text = f"{text}, {view} view" if view else text
+    return f"{text}, on {ground}" if ground else text

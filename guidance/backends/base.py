@@ -76,6 +76,14 @@ class DiffusionBackend:
         if not prompt or not prompt.strip():
             raise DreamlmcError("the prompt is empty")
 
+    #: whether prompts may name their view's ground ("..., on grey"; the built-in prior trained with ground words)
+    ground_words: bool = False
+
+    def unconditional_prompts(self, prompts: Sequence[str]) -> List[str]:
+        """Each prompt's classifier-free guidance partner: the empty prompt (the built-in prior with ground words
+        keeps a named ground in it)."""
+        return [""] * len(prompts)
+
     def partial_prompts(self, prompts: List[str]) -> List[str]:
         """Each prompt's colour alone, for guidance.partial_scale (composable guidance): the built-in prior only,
         whose prompts have a grammar; a real text encoder's prompts have none to split."""

@@ -8,7 +8,8 @@ import torch
 
 from dreamlmc.guidance.backends.base import PixelSpaceBackend
 from dreamlmc.errors import DreamlmcError
-from dreamlmc.shapes.prior import TOKENS, load_prior, make_scheduler, sample, tokenize
+from dreamlmc.shapes.prior import (GROUND_SEQ_LEN, TOKENS, load_prior, make_scheduler, sample, seq_len_of, tokenize,
+                                   unconditional_prompt)
 
 
 
@@ -54,6 +55,8 @@ class BuiltinBackend(PixelSpaceBackend):
         self.weights = dark_weights() if weights == DARK else Path(weights) if weights else default_weights()
         self.net, self.prior_card = load_prior(self.weights, device=self.device, dtype=dtype)
         self.fingerprint = weights_fingerprint(self.weights)
+        self.seq_len = seq_len_of(self.net.cfg)
+        self.ground_words = self.seq_len >= GROUND_SEQ_LEN
         # the priors whose k_psi fits these weights: their own, and the one a fine-tune declares it shares
         self.corrective_fingerprints = {self.fingerprint} | ({self.prior_card["shares_corrective_of"]}
                                                              if self.prior_card.get("shares_corrective_of") else set())
@@ -79,18 +82,22 @@ class BuiltinBackend(PixelSpaceBackend):
         parse_prompt(prompt)
 
     def partial_prompts(self, prompts: List[str]) -> List[str]:
-        """'a white cube, front view' -> 'a white, front view'; a prompt without a colour -> '' (unconditional, so
-        composable guidance is plain guidance for it)."""
+        """'a white cube, front view' -> 'a white, front view'; a prompt without a colour -> its unconditional ('' or
+        its ground alone), so composable guidance is plain guidance for it. A named ground stays."""
         from dreamlmc.shapes.world import parse_prompt, prompt_for
 
         out = []
         for p in prompts:
             parts = parse_prompt(p)
-            out.append(prompt_for(parts["colour"], None, parts["view"]) if parts["colour"] else "")
+            out.append(prompt_for(parts["colour"], None, parts["view"], parts["ground"]) if parts["colour"]
+                       else unconditional_prompt(p))
         return out
 
+    def unconditional_prompts(self, prompts) -> List[str]:
+        return [unconditional_prompt(p) for p in prompts]
+
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        ids = tokenize(prompts)
+        ids = tokenize(prompts, self.seq_len)
         known = set(self.prior_card.get("vocabulary") or TOKENS)  # the words its captions used (card), by name
         unknown = sorted({TOKENS[i] for i in ids.unique().tolist()} - known)
         if unknown:
@@ -113,5 +120,8 @@ class BuiltinBackend(PixelSpaceBackend):
         return dict(super().card(), prior_fingerprint=self.fingerprint, prior_steps=self.prior_card.get("steps"))
 
     def default_corrective(self) -> Optional[str]:
-        p = _assets_dir() / "builtin_corrective.safetensors"
+        """The k_psi shipped for these weights: the one their card names (a file beside them), else the shipped
+        prior's."""
+        own = self.prior_card.get("corrective")
+        p = self.weights.parent / own if own else _assets_dir() / "builtin_corrective.safetensors"
         return str(p) if p.exists() else None
