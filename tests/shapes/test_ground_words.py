@@ -53,7 +53,7 @@ def test_a_prior_without_the_ground_slot_loads_into_one_with_a_distinct_fixed_gr
     new = loaded[0]
     assert torch.equal(new.text.position[:4], state["text.position"])
     assert torch.count_nonzero(new.text.position[4]) == 0
-    grey = new.text.token.weight[TOKEN_ID["grey"]]
+    grey = new.text.token.weight[TOKEN_ID["grey"]].detach()
     assert torch.equal(grey, loaded[1].text.token.weight[TOKEN_ID["grey"]])  # fixed, not from the global stream
     assert abs(float(grey.norm()) - float(rows.norm(dim=1).mean())) < 1e-4
     assert float((grey - rows[PAD]).norm()) > 0.5 * float(rows[PAD].norm())  # distinct from "no ground" at once
