@@ -82,6 +82,15 @@ class RefineConfig:
     volume_anchor: float = spec(0.0, ge=0.0, le=1e6)
 
 
+def _train_refine() -> RefineConfig:
+    # The last 30 % as a refinement to the prior's SDEdit version of each render (t 0.05-0.2, 2 DDIM steps at
+    # s = 3), with score distillation and the opacity penalty kept at 0.25 beside it. Over 8 prompts x 3 seeds
+    # (README ablation rows 126 and 130): normal consistency 0.896 -> 0.910 (+0.014 ± 0.006), albedo ΔE 10.1 ->
+    # 7.8, Chamfer 0.108 -> 0.098, IoU 0.727 -> 0.752 (+0.025 ± 0.024), the lowest prompt 0.42 -> 0.53, for 1.24x
+    # the training seconds. The SD and IF presets keep it off (refine.start: null): measured on the built-in prior only.
+    return RefineConfig(start=0.7, t_range=(0.05, 0.2), ddim_steps=2, sds_weight=0.25, sparsity_factor=0.25)
+
+
 ANCHOR_POINTS = 8192  # RefineConfig.volume_anchor's fixed points (drawn from their own seed: no draw from the run's)
 
 
@@ -166,7 +175,7 @@ class TrainConfig:
     renderer: RendererConfig = field(default_factory=_train_renderer)
     guidance: GuidanceConfig = field(default_factory=_train_guidance)
     export: ExportConfig = field(default_factory=ExportConfig)
-    refine: RefineConfig = field(default_factory=RefineConfig)
+    refine: RefineConfig = field(default_factory=_train_refine)
 
     def validate(self):
         if self.steps < 0:

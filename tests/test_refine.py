@@ -33,7 +33,7 @@ def _trainer(tmp_path, *overrides):
 @pytest.mark.parametrize("factor", [0.0, 1.0])
 def test_refinement_replaces_the_guidance_from_its_start_and_scales_the_penalty(tmp_path, factor):
     tr, calls = _trainer(tmp_path, "refine.start=0.5", "refine.t_range=[0.1,0.3]", "refine.guidance_scale=2",
-                         "refine.ddim_steps=3", f"refine.sparsity_factor={factor}")
+                         "refine.ddim_steps=3", f"refine.sparsity_factor={factor}", "refine.sds_weight=0")
     assert tr.train()
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [c[0] for c in calls] == [4, 5, 6, 7] and calls[0][1:] == ((0.1, 0.3), 2.0, 3)
@@ -44,7 +44,7 @@ def test_refinement_replaces_the_guidance_from_its_start_and_scales_the_penalty(
 
 @pytest.mark.slow
 def test_without_a_start_there_is_no_refinement(tmp_path):
-    tr, calls = _trainer(tmp_path)
+    tr, calls = _trainer(tmp_path, "refine.start=null")
     assert tr.train() and calls == []
 
 
@@ -68,8 +68,18 @@ def test_the_refine_preset_is_the_default_with_row_122s_refinement_only():
     import dataclasses
     preset = resolve_config([load_yaml(QUICK.parent / "refine.yaml")], [])
     default = resolve_config([], [])
-    assert (preset.refine.start, preset.refine.t_range) == (0.7, (0.1, 0.3))
+    r = preset.refine
+    assert (r.start, r.t_range, r.ddim_steps, r.sds_weight, r.sparsity_factor) == (0.7, (0.1, 0.3), 4, 0.0, 0.0)
     assert dataclasses.replace(preset, refine=default.refine) == default
+
+
+def test_the_default_refines_its_last_30_percent_as_row_126_measured():
+    """The built-in preset's refinement (README ablation rows 126, 130); the SD and IF presets leave it off."""
+    r = resolve_config([], []).refine
+    assert (r.start, r.t_range, r.ddim_steps, r.guidance_scale, r.sds_weight, r.sparsity_factor, r.volume_anchor) \
+        == (0.7, (0.05, 0.2), 2, 3.0, 0.25, 0.25, 0.0)
+    for name in ("stable_diffusion.yaml", "deepfloyd_if.yaml"):
+        assert resolve_config([load_yaml(QUICK.parent / name)], []).refine.start is None, name
 
 
 @pytest.mark.slow
