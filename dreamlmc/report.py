@@ -146,6 +146,15 @@ def _read_metrics(run: Path) -> List[Dict]:
     return recs
 
 
+def _refinement(r: Dict) -> str:
+    """The refinement stage's settings in a phrase (TrainConfig.refine)."""
+    if r.get("start") is None:
+        return "none"
+    t = r.get("t_range") or ("?", "?")
+    return (f"from {float(r['start']):.0%} of training: SDEdit targets at t {t[0]}-{t[1]}, {r.get('ddim_steps')} DDIM "
+            f"steps at s = {r.get('guidance_scale')}; score distillation kept at {r.get('sds_weight')}")
+
+
 def _series(recs: List[Dict], keys: Sequence[str], scale: float = 1.0) -> Dict[str, Tuple[List, List]]:
     out = {}
     for k in keys:
@@ -199,6 +208,7 @@ def write_report(run: Path) -> Path:
         ("seed", cfg.get("seed")),
         ("noise", f"fixed ε, ε seed {g.get('eps_seed')}" if g.get("fixed_eps") else "fresh ε every step"),
         ("steps", cfg.get("steps")), ("views per step", cfg.get("batch_size")),
+        ("refinement", _refinement(cfg.get("refine") or {})),
         ("prior", cfg.get("model") + (f" (weights {info['prior_fingerprint']})" if info.get("prior_fingerprint")
                                       else "")),
         ("geometry", field.get("geometry", "density")), ("device", cfg.get("device")),
@@ -207,7 +217,7 @@ def write_report(run: Path) -> Path:
         ("dreamlmc", info.get("dreamlmc", "?")),
     ]
     plots = [
-        svg_plot(_series(recs, [k for k in ("loss", "loss_cond", "loss_lmc", "loss_proj", "photometric")]),
+        svg_plot(_series(recs, [k for k in ("loss", "loss_cond", "loss_lmc", "loss_proj", "loss_refine", "photometric")]),
                  "loss terms", "training step", "loss (reparameterised, a.u.)", log=True),
         svg_plot(_series(recs, ["t"]), "diffusion timestep", "training step", "t / T"),
         svg_plot(_series(recs, ["grad_norm", "grad_norm_cond", "grad_norm_second"]), "gradient norms on the image",

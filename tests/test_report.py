@@ -32,7 +32,8 @@ def test_train_writes_a_self_contained_report(run):
     info = json.loads((run / "run.json").read_text())
     assert info["wall_s"] > 0 and 0 < info["peak_rss_gib"] < 8 and info["steps"] == 40
     for text in ("a red cube", "lmc-sds, scale s = 20.0", "fresh ε every step", "wall time", "peak RSS",
-                 "<details>", "download model.glb", 'src="preview.png"', "turntable"):
+                 "<details>", "download model.glb", 'src="preview.png"', "turntable",
+                 "from 70% of training: SDEdit targets at t 0.05-0.2, 2 DDIM steps"):
         assert text in page, text
     # four plots, each with axis labels
     assert page.count('class="plot"') == 4 and page.count("training step") == 4
