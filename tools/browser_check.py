@@ -9,6 +9,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -54,10 +55,12 @@ def check_report(report: Path, viewer_png: Path, page_png: Optional[Path] = None
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("report", type=Path)
-    ap.add_argument("--viewer", type=Path, default=Path("viewer.png"))
+    ap.add_argument("--viewer", type=Path, default=None,
+                    help="keep the viewer's screenshot here (default: a temporary file, removed)")
     ap.add_argument("--screenshot", type=Path, default=None, help="also a full-page screenshot here")
     args = ap.parse_args(argv)
-    r = check_report(args.report, args.viewer, args.screenshot)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = check_report(args.report, args.viewer or Path(tmp) / "viewer.png", args.screenshot)
     print(json.dumps(r))
     return 0 if r["loaded"] == "1" and not r["errors"] else 1
 

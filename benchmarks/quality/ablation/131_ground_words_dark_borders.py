@@ -15,8 +15,6 @@ for w in sys.argv[1:]:
     net, card = load_prior(w)
     for s in (7.5, 20.0):
         g = torch.Generator().manual_seed(0)
-        x = sample(net, [p for p in P for _ in range(4)], s, 25, generator=g)  # (N,3,H,W) in [0,1]?
-        x = x.float()
-        if x.min() < -0.1: x = (x + 1) / 2
+        x = sample(net, [p for p in P for _ in range(4)], s, 25, generator=g)  # (N, 3, R, R) in [0, 1]
         b = torch.cat([x[..., :2, :].flatten(1), x[..., -2:, :].flatten(1), x[..., :, :2].flatten(1), x[..., :, -2:].flatten(1)], 1).mean(1)
         print(w.split('/')[-1], card.get('steps'), f"s={s}", f"dark-border fraction {(b < 0.8).float().mean():.3f}", f"border mean {b.mean():.3f}", flush=True)
