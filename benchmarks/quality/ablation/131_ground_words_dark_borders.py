@@ -3,18 +3,42 @@ s = 7.5 and 20. 18 prompts (red, green, blue x the 6 shapes) x 4 samples, 25 DDI
 is its outer 2 pixels, "dark" below 0.8 (the white ground is 1). Output: 131_ground_words_dark_borders.txt.
 
     python 131_ground_words_dark_borders.py dreamlmc/assets/builtin_prior.safetensors PRIOR_STEP12576 PRIOR_STEP13652
+
+Row 134: --negative-grey also samples each plain prompt with "on grey" as its unconditional partner (a negative
+prompt; ground-word priors only) and --tiles PNG writes the first sample of each prompt, one row per setting
+(output: 134_negative_ground_prompt_dark_borders.txt, 134_negative_ground_prompt_samples.png).
+
+    python 131_ground_words_dark_borders.py PRIOR_STEP13652 --negative-grey --tiles 134_negative_ground_prompt_samples.png
 """
-import sys, torch
+import argparse, sys
+import numpy as np, torch
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[3]))
-from dreamlmc.shapes.prior import load_prior, sample
+import dreamlmc.shapes.prior as prior
 torch.set_num_threads(2)
 S = ["cube", "sphere", "cylinder", "cone", "torus", "pyramid"]
 C = ["red", "green", "blue"]
 P = [f"a {c} {s}" for c in C for s in S]
-for w in sys.argv[1:]:
-    net, card = load_prior(w)
-    for s in (7.5, 20.0):
-        g = torch.Generator().manual_seed(0)
-        x = sample(net, [p for p in P for _ in range(4)], s, 25, generator=g)  # (N, 3, R, R) in [0, 1]
-        b = torch.cat([x[..., :2, :].flatten(1), x[..., -2:, :].flatten(1), x[..., :, :2].flatten(1), x[..., :, -2:].flatten(1)], 1).mean(1)
-        print(w.split('/')[-1], card.get('steps'), f"s={s}", f"dark-border fraction {(b < 0.8).float().mean():.3f}", f"border mean {b.mean():.3f}", flush=True)
+ap = argparse.ArgumentParser()
+ap.add_argument("weights", nargs="+")
+ap.add_argument("--negative-grey", action="store_true")
+ap.add_argument("--tiles", default=None)
+args = ap.parse_args()
+plain = prior.unconditional_prompt
+uncs = [("\"\"", plain)] + ([("negative 'on grey'", lambda p: plain(p) or "on grey")] if args.negative_grey else [])
+rows = []
+for w in args.weights:
+    net, card = prior.load_prior(w)
+    for name, unc in uncs:
+        prior.unconditional_prompt = unc  # sample() pairs each prompt with unconditional_prompt(prompt)
+        for s in (7.5, 20.0):
+            g = torch.Generator().manual_seed(0)
+            x = prior.sample(net, [p for p in P for _ in range(4)], s, 25, generator=g)  # (N, 3, R, R) in [0, 1]
+            b = torch.cat([x[..., :2, :].flatten(1), x[..., -2:, :].flatten(1), x[..., :, :2].flatten(1), x[..., :, -2:].flatten(1)], 1).mean(1)
+            print(w.split('/')[-1], card.get('steps'), *( [f"unconditional {name}"] if args.negative_grey else []), f"s={s}",
+                  f"dark-border fraction {(b < 0.8).float().mean():.3f}", f"border mean {b.mean():.3f}", flush=True)
+            rows.append(torch.cat(list(x[::4]), dim=2))  # one row: the first sample of each prompt
+    prior.unconditional_prompt = plain
+if args.tiles:
+    from PIL import Image
+    a = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    Image.fromarray(a).resize((a.shape[1] * 3, a.shape[0] * 3), Image.NEAREST).save(args.tiles)
