@@ -143,7 +143,8 @@ class TrainConfig:
     # prior has only ever seen, and its white cubes come out as pitted crowns 1.4-1.7x too tall. When on, a prompt
     # whose colour is white, on model=builtin with the default white background, trains on "builtin-dark" (the prior
     # fine-tuned with half of its data on 0.2-0.3 greys) with half of its views on such a grey (white cube, 5 seeds:
-    # IoU 0.44 -> 0.71, normal consistency 0.64 -> 0.84; README row 105). The run's config.yaml records the result.
+    # IoU 0.44 -> 0.71, normal consistency 0.64 -> 0.84; README row 105). The share and the greys come from that
+    # prior's card (all of the views for a colour-keyed prior, README row 137). The run's config.yaml records them.
     # Off by default: that prior fails the prior gate (shape accuracy 79 % at s = 1, 65 % at s = 20, against >= 90 %;
     # README row 106) and has no k_psi of its own, which the quality issue requires of a retrained prior.
     white_on_dark: bool = False
@@ -656,9 +657,6 @@ def resolve_config(presets: List[Dict], overrides: List[str]) -> TrainConfig:
     return white_on_dark(config_lib.build(TrainConfig, presets, overrides))
 
 
-WHITE_ON_DARK_GREYS = (0.2, 0.3)  # the dark-ground prior's data (tools/make_shapes_data.py --grey-range 0.2 0.3)
-
-
 def white_on_dark(cfg: TrainConfig) -> TrainConfig:
     """TrainConfig.white_on_dark: the settings a white prompt trains with on the built-in prior (unchanged for any
     other prompt, another model, or a background the user chose)."""
@@ -673,7 +671,10 @@ def white_on_dark(cfg: TrainConfig) -> TrainConfig:
         return cfg
     if colour != "white":
         return cfg
-    field_cfg = dataclasses.replace(field_cfg, background="grey", background_grey_range=WHITE_ON_DARK_GREYS,
-                                    background_white_prob=0.5, background_white_prob_end=None)
+    # the grounds the dark-ground prior's data had for this colour (its card): all views on grey for a
+    # colour-keyed prior, half of them for a mixed one
+    white_prob, greys = backend_class(cfg.model).dark_ground_views(colour)
+    field_cfg = dataclasses.replace(field_cfg, background="grey", background_grey_range=greys,
+                                    background_white_prob=white_prob, background_white_prob_end=None)
     return dataclasses.replace(cfg, model="builtin-dark",
                                renderer=dataclasses.replace(cfg.renderer, field=field_cfg))

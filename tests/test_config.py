@@ -129,11 +129,33 @@ def test_the_dark_ground_prior_ships_and_shares_the_shipped_k_psi_without_a_warn
         ScoreDistillation(GuidanceConfig(kind="lmc-sds"), dark)
 
 
-def test_the_white_rules_greys_are_the_dark_ground_priors_own():
-    """white_on_dark's training grounds restate the greys the shipped dark-ground prior was trained on (its card's
-    data); they must agree."""
-    from dreamlmc.guidance.backends.builtin import dark_weights
+def test_the_white_rules_grounds_are_the_dark_ground_priors_own():
+    """white_on_dark trains a white prompt on the grounds the shipped dark-ground prior's data had for white objects
+    (its card): the same greys, and all of its views on them for a colour-keyed prior (white objects always on grey),
+    half of them for a mixed one (README rows 105, 137)."""
+    from dreamlmc.guidance.backends.builtin import dark_ground_views, dark_weights
     from dreamlmc.netio import read_card
-    from dreamlmc.trainer import WHITE_ON_DARK_GREYS
+    from dreamlmc.trainer import resolve_config
 
-    assert tuple(read_card(dark_weights())["data"]["grey_range"]) == WHITE_ON_DARK_GREYS
+    data = read_card(dark_weights())["data"]
+    f = resolve_config([], ["prompt=a white cube", "white_on_dark=true"]).renderer.field
+    assert tuple(f.background_grey_range) == tuple(data["grey_range"])
+    assert (f.background_white_prob, tuple(f.background_grey_range)) == dark_ground_views("white")
+    keyed = "white" in data.get("grey_colours", ())
+    assert f.background_white_prob == (0.0 if keyed else data["white_fraction"])
+
+
+def test_dark_ground_views_follow_a_colour_keyed_or_mixed_card(tmp_path):
+    import torch
+
+    from dreamlmc.guidance.backends.builtin import dark_ground_views
+    from dreamlmc.shapes.prior import PriorNet, save_prior
+
+    net = PriorNet()
+    keyed, mixed = tmp_path / "keyed.safetensors", tmp_path / "mixed.safetensors"
+    save_prior(net, keyed, {"data": {"white_fraction": 1.0, "grey_range": [0.2, 0.3], "grey_colours": ["white"]}},
+               dtype=torch.float32)
+    save_prior(net, mixed, {"data": {"white_fraction": 0.5, "grey_range": [0.25, 0.35]}}, dtype=torch.float32)
+    assert dark_ground_views("white", keyed) == (0.0, (0.2, 0.3))
+    assert dark_ground_views("red", keyed) == (1.0, (0.2, 0.3))
+    assert dark_ground_views("white", mixed) == (0.5, (0.25, 0.35))

@@ -23,6 +23,16 @@ from dreamlmc.shapes.classifier import train_classifier  # noqa: E402
 from dreamlmc.shapes.world import COLOURS, SHAPES, prompt_for  # noqa: E402
 
 
+def judge_ground(data: dict) -> float:
+    """The share of white grounds in the judge's training data, for a prior trained on `data` (its card's record of
+    its data set): the prior's own share, except for a colour-keyed ground (make_shapes_data.py --grey-colours),
+    whose judge sees every colour on both grounds half the time. A judge trained on the keyed data itself could read
+    the ground instead of the object (grey ground: white), and would then miss a coloured prompt drawn on grey."""
+    if data.get("grey_colours"):
+        return 0.5
+    return float(data.get("white_fraction", 1.0))
+
+
 def judge_epochs(white_fraction: float, override=None) -> int:
     """Epochs of the judge's training: a judge of mixed grounds needs 3x the white-only one's 4 (README row 106)."""
     if override is not None:
@@ -68,7 +78,7 @@ def main(argv=None) -> int:
     R = be.image_resolution
     t0 = time.time()
     # the judge sees the backgrounds the prior was trained on (its card's data, if it records them)
-    white = float(be.prior_card.get("data", {}).get("white_fraction", 1.0))
+    white = judge_ground(be.prior_card.get("data", {}))
     greys = be.prior_card.get("data", {}).get("grey_range")  # the judge learns the prior's own grounds
     epochs = judge_epochs(white, args.judge_epochs)
     clf, clf_shape, clf_colour = train_classifier(R, epochs=epochs, white_fraction=white, grey_range=greys)

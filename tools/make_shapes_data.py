@@ -2,7 +2,8 @@
 
 Reproducible from --seed: the cameras come from dreamlmc's CameraSampler with that seed, so the data set's view
 distribution is exactly the trainer's. Images are lambertian-shaded with a light near the camera on white, or
-with --white-fraction < 1 that share on white and the rest on random solid greys (`background: grey`).
+with --white-fraction < 1 that share on white and the rest on random solid greys (`background: grey`); with
+--grey-colours the objects of those colours always on such greys.
 
     python tools/make_shapes_data.py --out ~/.cache/dreamlmc/shapes32.npz --per-prompt 384 --resolution 32
 """
@@ -28,6 +29,9 @@ def main(argv=None) -> int:
                     help="share of images on white; the rest on random solid greys (default 1: all white)")
     ap.add_argument("--grey-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="the greys of the non-white backgrounds (default: world.GREY_RANGE, 0.35-0.75)")
+    ap.add_argument("--grey-colours", nargs="+", default=(), metavar="COLOUR",
+                    help="objects of these colours always on a grey from --grey-range, whatever --white-fraction "
+                         "says (a colour-keyed ground, e.g. --grey-colours white: white objects on dark greys)")
     ap.add_argument("--radius", type=float, default=None,
                     help="one camera distance for every image (default: the trainer's random range, 2.0-2.6)")
     ap.add_argument("--fovy", type=float, default=None,
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     check_fields(camera, "camera")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = make_dataset(args.per_prompt, args.resolution, args.seed, white_fraction=args.white_fraction,
-                        camera=camera, grey_range=grey_range)
+                        camera=camera, grey_range=grey_range, grey_colours=tuple(args.grey_colours))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **data)

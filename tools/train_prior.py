@@ -100,8 +100,11 @@ def _training_command(workdir: Path) -> str:
     extra = ""  # data other than the default file's
     if data.get("white_fraction", 1.0) < 1.0:
         extra += f" --white-fraction {data['white_fraction']:g}"
+    if data.get("white_fraction", 1.0) < 1.0 or data.get("grey_colours"):
         if "grey_range" in data and tuple(data["grey_range"]) != tuple(GREY_RANGE):
             extra += " --grey-range {:g} {:g}".format(*data["grey_range"])
+    if data.get("grey_colours"):
+        extra += " --grey-colours " + " ".join(data["grey_colours"])
     for key, flag in (("radius_range", "--radius"), ("fovy_range", "--fovy")):
         lo, hi = data.get(key, getattr(CameraConfig(), key))
         if lo == hi:  # make_shapes_data's one-camera option (its default is the trainer's random range)
@@ -244,10 +247,13 @@ def main(argv=None) -> int:
     grey = grey_grounds(args.data) if ground_words else None
     with np.load(args.data) as d:
         white = float(d["white_fraction"]) if "white_fraction" in d else 1.0
+        keyed = ({"grey_colours": [str(c) for c in d["grey_colours"]]}
+                 if "grey_colours" in d and len(d["grey_colours"]) else {})
         cams = {k: [round(float(v), 4) for v in d[k]]
                 for k in ("radius_range", "fovy_range", "elevation_range", "grey_range") if k in d}
     (args.workdir / "data.json").write_text(json.dumps({"path": str(args.data), "images": len(images),
                                                         "seed": data_seed, "white_fraction": white, **cams,
+                                                        **keyed,
                                                         "lr": args.lr, "warmup": args.warmup,
                                                         "precision": args.precision, "ema": args.ema,
                                                         "view_bins_deg": 45 if args.fine_views else 90,

@@ -33,6 +33,20 @@ def dark_weights() -> Path:
     return _assets_dir() / "builtin_prior_dark.safetensors"
 
 
+def dark_ground_views(colour: str, weights: Optional[Path] = None) -> Tuple[float, Tuple[float, float]]:
+    """How a prompt of `colour` trains on the dark-ground prior (TrainConfig.white_on_dark), as that prior's data
+    had it (its card): (the share of its views on white, the greys of the others). A colour-keyed prior
+    (tools/make_shapes_data.py --grey-colours) drew every object of its keyed colours on grey, so their views all
+    go on grey; a mixed one (half of every prompt's images on grey, README row 105) puts half of them there."""
+    from dreamlmc.netio import read_card
+
+    data = read_card(Path(weights) if weights else dark_weights()).get("data", {})
+    greys = tuple(float(g) for g in data.get("grey_range", (0.2, 0.3)))
+    if colour in data.get("grey_colours", ()):
+        return 0.0, greys
+    return float(data.get("white_fraction", 0.5)), greys
+
+
 def weights_fingerprint(weights: Path) -> str:
     """Which weights exactly (the first 16 hex digits of their SHA-256): a k_psi card records it, so a corrective
     left over from older weights is noticed; the quality benchmark keys its run cache by it."""
@@ -65,6 +79,8 @@ class BuiltinBackend(PixelSpaceBackend):
         self.image_resolution = R
         self.scheduler = make_scheduler(self.net.cfg)  # the training schedule (guidance/diffusion.py samples with it)
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float().to(self.device)
+
+    dark_ground_views = staticmethod(dark_ground_views)
 
     @classmethod
     def world(cls):

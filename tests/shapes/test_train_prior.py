@@ -38,6 +38,25 @@ def test_fine_tune_starts_from_the_shipped_weights_at_their_step_and_records_it(
     assert 0 < max(diffs) < 0.05, max(diffs)
 
 
+def test_a_fine_tune_on_colour_keyed_grounds_records_them_and_the_command(tmp_path):
+    """make_shapes_data.py --grey-colours: the card's data names the keyed colours (bench_prior's judge and
+    white_on_dark read them) and its training command remakes the data set."""
+    weights = tmp_path / "prior.safetensors"
+    save_prior(PriorNet(), weights, {"steps": 7, "final_loss": 0.5}, dtype=torch.float32)
+    data = tmp_path / "data.npz"
+    np.savez(data, **make_dataset(1, 8, seed=0, progress=False, grey_colours=("white",), grey_range=(0.2, 0.3)))
+    work = tmp_path / "work"
+    args = ["--data", str(data), "--workdir", str(work), "--threads", "1", "--batch-size", "2",
+            "--grid-every", "1000000"]
+    assert train_prior.main(args + ["--init-weights", str(weights), "--max-steps", "8", "--warmup", "1"]) == 0
+    out = tmp_path / "tuned.safetensors"
+    assert train_prior.main(args + ["--export", str(out)]) == 0
+    _, card = load_prior(out)
+    assert card["data"]["grey_colours"] == ["white"] and card["data"]["white_fraction"] == 1.0
+    assert card["training_command"].startswith("python tools/make_shapes_data.py --grey-range 0.2 0.3 "
+                                               "--grey-colours white --out DATA && ")
+
+
 def test_a_fine_tune_on_one_camera_records_the_data_command_that_remakes_it(tmp_path):
     from dreamlmc.cameras import CameraConfig
 

@@ -64,6 +64,24 @@ def test_data_on_random_greys_keeps_the_white_images_and_paints_the_rest():
         make_dataset(1, 16, seed=5, progress=False, white_fraction=1.5)
 
 
+def test_colour_keyed_grounds_put_only_those_colours_on_grey():
+    """--grey-colours white: every white object on a grey of the range, every other image exactly as without it
+    (same cameras, same white ground), and the set recorded in the data for the prior's card."""
+    from dreamlmc.shapes.data import make_dataset
+
+    plain = make_dataset(1, 16, seed=5, progress=False)
+    keyed = make_dataset(1, 16, seed=5, progress=False, grey_colours=("white",), grey_range=(0.2, 0.3))
+    white = keyed["colour"] == list(world.COLOURS).index("white")
+    assert white.sum() == len(world.SHAPES)
+    assert ((keyed["background"][white] >= 0.2) & (keyed["background"][white] <= 0.3)).all()
+    assert (keyed["background"][~white] == 1.0).all()
+    assert np.array_equal(keyed["images"][~white], plain["images"][~white])
+    assert not np.array_equal(keyed["images"][white], plain["images"][white])
+    assert list(keyed["grey_colours"]) == ["white"] and len(plain["grey_colours"]) == 0
+    with pytest.raises(DreamlmcError, match="grey_colours"):
+        make_dataset(1, 16, seed=5, progress=False, grey_colours=("grey",))
+
+
 def test_data_at_one_camera_distance_and_field_of_view():
     """--radius/--fovy: every image from one distance and field of view, so that an object's size in the image
     tells its size in the world (with the default ranges it varies 1.8x from camera to camera)."""
@@ -172,3 +190,13 @@ def test_bench_prior_trains_a_mixed_ground_judge_longer():
     assert judge_epochs(1.0) == 4  # the shipped prior (white only): its gate's judge as it was
     assert judge_epochs(0.5) == 12
     assert judge_epochs(0.5, 6) == 6
+
+
+def test_bench_prior_judges_a_colour_keyed_prior_on_both_grounds():
+    """A prior whose white objects always lie on grey (--grey-colours white) is judged by a judge that saw every
+    colour on both grounds, so that it cannot call an object white because its ground is grey."""
+    from tools.bench_prior import judge_epochs, judge_ground
+
+    assert judge_ground({}) == 1.0 and judge_ground({"white_fraction": 0.5}) == 0.5
+    keyed = {"white_fraction": 1.0, "grey_colours": ["white"], "grey_range": [0.2, 0.3]}
+    assert judge_ground(keyed) == 0.5 and judge_epochs(judge_ground(keyed)) == 12
