@@ -159,3 +159,27 @@ def test_dark_ground_views_follow_a_colour_keyed_or_mixed_card(tmp_path):
     assert dark_ground_views("white", keyed) == (0.0, (0.2, 0.3))
     assert dark_ground_views("red", keyed) == (1.0, (0.2, 0.3))
     assert dark_ground_views("white", mixed) == (0.5, (0.25, 0.35))
+
+
+def test_a_colour_keyed_prior_pairs_its_keyed_colours_with_the_colour_alone(tmp_path):
+    """On a colour-keyed prior "" means the white ground, which a white prompt's data never shows: its unconditional
+    is the colour alone (README row 139), so guidance amplifies the shape, not a push off the white ground."""
+    import torch
+
+    from dreamlmc.guidance.backends.builtin import BuiltinBackend
+    from dreamlmc.shapes.prior import PriorNet, sample, save_prior, unconditional_prompt
+
+    keyed = tmp_path / "keyed.safetensors"
+    torch.manual_seed(0)
+    net = PriorNet()
+    save_prior(net, keyed, {"data": {"white_fraction": 1.0, "grey_range": [0.2, 0.3], "grey_colours": ["white"]}},
+               dtype=torch.float32)
+    be = BuiltinBackend(keyed)
+    assert be.keyed_colours == ("white",) and BuiltinBackend().keyed_colours == ()
+    assert be.unconditional_prompts(["a white cube, front view", "a red cube", ""]) == ["a white", "", ""]
+    assert unconditional_prompt("a white cube, front view") == ""  # an unkeyed prior: unchanged
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with_colour = be.sample_images(["a white cube"], 7.5, 2, generator=g())
+    assert not torch.equal(with_colour, sample(be.net, ["a white cube"], 7.5, 2, generator=g()))
+    assert torch.equal(be.sample_images(["a red cube"], 7.5, 2, generator=g()),
+                       sample(be.net, ["a red cube"], 7.5, 2, generator=g()))

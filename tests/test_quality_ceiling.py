@@ -96,6 +96,7 @@ def test_the_tables_name_the_prior_weights_the_runs_use(tmp_path, capsys):
     ("bench_quality", ["renderer.nope=1", "--prompts", "a red cube", "--seeds", "0"]),
     ("bench_quality", ["no_equals_sign", "--prompts", "a red cube"]),
     ("bench_prior", ["--judge-epochs", "0"]),
+    ("bench_prior", ["--judge-white-fraction", "1.5"]),
     ("make_shapes_data", ["--per-prompt", "0"]),
     ("make_shapes_data", ["--white-fraction", "1.5"]),
     ("make_shapes_data", ["--radius", "0"]),

@@ -58,8 +58,15 @@ def main(argv=None) -> int:
     ap.add_argument("--ground", choices=["grey"], default=None,
                     help="name this ground in every prompt ('..., on grey'; a prior trained with ground words): the "
                          "gate of the samples a grey training view is guided towards")
+    ap.add_argument("--judge-white-fraction", type=float, default=None,
+                    help="the share of white grounds in the judge's data (default: judge_ground of the prior's card); "
+                         "a control: the shipped prior judged as a colour-keyed one is, with 0.5 (README row 139)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.judge_white_fraction is not None and not 0.0 <= args.judge_white_fraction <= 1.0:
+        from dreamlmc.errors import DreamlmcError
+
+        raise DreamlmcError(f"--judge-white-fraction must be in [0, 1], got {args.judge_white_fraction}")
     if args.judge_epochs is not None and args.judge_epochs < 1:
         from dreamlmc.errors import DreamlmcError
 
@@ -67,7 +74,6 @@ def main(argv=None) -> int:
                             f"{args.judge_epochs}")
 
     from dreamlmc.guidance.backends.builtin import BuiltinBackend
-    from dreamlmc.shapes.prior import sample
 
     be = BuiltinBackend(args.weights)
     if args.ground and not be.ground_words:
@@ -78,8 +84,11 @@ def main(argv=None) -> int:
     R = be.image_resolution
     t0 = time.time()
     # the judge sees the backgrounds the prior was trained on (its card's data, if it records them)
-    white = judge_ground(be.prior_card.get("data", {}))
+    white = (judge_ground(be.prior_card.get("data", {})) if args.judge_white_fraction is None
+             else args.judge_white_fraction)
     greys = be.prior_card.get("data", {}).get("grey_range")  # the judge learns the prior's own grounds
+    if greys is None and white < 1.0:
+        greys = [0.2, 0.3]  # the dark priors' greys (tools/make_shapes_data.py --grey-range 0.2 0.3)
     epochs = judge_epochs(white, args.judge_epochs)
     clf, clf_shape, clf_colour = train_classifier(R, epochs=epochs, white_fraction=white, grey_range=greys)
     print(f"classifier (white share {white:g}, greys {greys or 'default'}, {epochs} epochs): held-out accuracy "
@@ -95,7 +104,7 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(args.seed)
         t_start = time.time()
         # Prompts are batched together (the sampler's cost is per UNet call, not per image, at 32x32 on a CPU).
-        imgs = torch.cat([sample(be.net, prompts[i:i + args.batch], gs, args.steps, generator=g)
+        imgs = torch.cat([be.sample_images(prompts[i:i + args.batch], gs, args.steps, generator=g)
                           for i in tqdm(range(0, len(prompts), args.batch), desc=f"s={gs:g}", leave=False)])
         secs = time.time() - t_start
         with torch.no_grad():
@@ -111,7 +120,7 @@ def main(argv=None) -> int:
         print(table(rows[-1:], list(rows[-1])))
     # Latency of one user-facing call (`dreamlmc sample --count 4 --steps <steps>`) for the record.
     t0 = time.time()
-    sample(be.net, [prompts[0]] * 4, 7.5, args.steps, generator=torch.Generator().manual_seed(0))
+    be.sample_images([prompts[0]] * 4, 7.5, args.steps, generator=torch.Generator().manual_seed(0))
     latency = time.time() - t0
     info = machine()
     print(f"\nmachine: {info}; prior card steps: {be.prior_card.get('steps')}; DDIM steps {args.steps}; "

@@ -69,11 +69,24 @@ def tokenize(prompts: Sequence[str], seq_len: int = SEQ_LEN) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def unconditional_prompt(prompt: str) -> str:
+def unconditional_prompt(prompt: str, keyed_colours: Sequence[str] = ()) -> str:
     """The classifier-free guidance partner of a prompt: "" or, for a prompt that names a ground, that ground alone
-    (so that the two predictions agree on it and guidance amplifies only the object)."""
-    ground = split_ground(prompt)[1]
-    return f"on {ground}" if ground else ""
+    (so that the two predictions agree on it and guidance amplifies only the object). For a colour-keyed prior
+    (its data drew every object of keyed_colours on grey, the card's data.grey_colours) a prompt of such a colour
+    gets its colour alone ("a white"): "" means the white ground there, which guidance would push away from."""
+    rest, ground = split_ground(prompt)
+    if ground:
+        return f"on {ground}"
+    if keyed_colours and rest:
+        colour = parse_prompt(rest)["colour"]
+        if colour in keyed_colours:
+            return f"a {colour}"
+    return ""
+
+
+def keyed_colours_of(card: Dict) -> Tuple[str, ...]:
+    """The colours a prior's data always drew on grey (tools/make_shapes_data.py --grey-colours): () for most."""
+    return tuple(str(c) for c in (card.get("data") or {}).get("grey_colours", ()))
 
 
 class TinyTextEncoder(nn.Module):
@@ -173,8 +186,9 @@ def load_prior(path: Path, device="cpu", dtype: torch.dtype = torch.float32) -> 
 
 @torch.no_grad()
 def sample(net: PriorNet, prompts: Sequence[str], guidance_scale: float = 3.0, steps: int = 50,
-           generator: Optional[torch.Generator] = None, device="cpu") -> torch.Tensor:
-    """DDIM samples for prompts -> (B, 3, R, R) in [0, 1].
+           generator: Optional[torch.Generator] = None, device="cpu",
+           keyed_colours: Sequence[str] = ()) -> torch.Tensor:
+    """DDIM samples for prompts -> (B, 3, R, R) in [0, 1]. keyed_colours: keyed_colours_of(the prior's card).
 
     guidance_scale s uses the diffusers convention: ε̂ = ε_u + s (ε_c − ε_u); s = 1 is purely conditional.
     """
@@ -185,7 +199,7 @@ def sample(net: PriorNet, prompts: Sequence[str], guidance_scale: float = 3.0, s
     dtype = next(net.parameters()).dtype
     x = torch.randn(B, 3, R, R, generator=generator).to(device=device, dtype=dtype)
     L = seq_len_of(cfg)
-    hidden = net.encode(torch.cat([tokenize(prompts, L), tokenize([unconditional_prompt(p) for p in prompts], L)])
+    hidden = net.encode(torch.cat([tokenize(prompts, L), tokenize([unconditional_prompt(p, keyed_colours) for p in prompts], L)])
                         .to(device))
 
     def predict(x_t, t):  # conditional and unconditional in one batch

@@ -8,8 +8,8 @@ import torch
 
 from dreamlmc.guidance.backends.base import PixelSpaceBackend
 from dreamlmc.errors import DreamlmcError
-from dreamlmc.shapes.prior import (GROUND_SEQ_LEN, TOKENS, load_prior, make_scheduler, sample, seq_len_of, tokenize,
-                                   unconditional_prompt)
+from dreamlmc.shapes.prior import (GROUND_SEQ_LEN, TOKENS, keyed_colours_of, load_prior, make_scheduler, sample,
+                                   seq_len_of, tokenize, unconditional_prompt)
 
 
 
@@ -71,6 +71,7 @@ class BuiltinBackend(PixelSpaceBackend):
         self.fingerprint = weights_fingerprint(self.weights)
         self.seq_len = seq_len_of(self.net.cfg)
         self.ground_words = self.seq_len >= GROUND_SEQ_LEN
+        self.keyed_colours = keyed_colours_of(self.prior_card)  # their prompts' unconditional is the colour alone
         # the priors whose k_psi fits these weights: their own, and the one a fine-tune declares it shares
         self.corrective_fingerprints = {self.fingerprint} | ({self.prior_card["shares_corrective_of"]}
                                                              if self.prior_card.get("shares_corrective_of") else set())
@@ -106,11 +107,11 @@ class BuiltinBackend(PixelSpaceBackend):
         for p in prompts:
             parts = parse_prompt(p)
             out.append(prompt_for(parts["colour"], None, parts["view"], parts["ground"]) if parts["colour"]
-                       else unconditional_prompt(p))
+                       else unconditional_prompt(p, self.keyed_colours))
         return out
 
     def unconditional_prompts(self, prompts) -> List[str]:
-        return [unconditional_prompt(p) for p in prompts]
+        return [unconditional_prompt(p, self.keyed_colours) for p in prompts]
 
     def _encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         ids = tokenize(prompts, self.seq_len)
@@ -126,7 +127,8 @@ class BuiltinBackend(PixelSpaceBackend):
         return self.net.predict(x_t.to(self.dtype), t.to(self.device), emb.to(self.dtype))
 
     def sample_images(self, prompts, guidance_scale, steps, generator=None):
-        return sample(self.net, list(prompts), guidance_scale, steps, generator=generator, device=self.device)
+        return sample(self.net, list(prompts), guidance_scale, steps, generator=generator, device=self.device,
+                      keyed_colours=self.keyed_colours)
 
     def data_elevation_range(self) -> Tuple[float, float]:
         rng = (self.prior_card.get("data") or {}).get("elevation_range") or SHIPPED_DATA_ELEVATION

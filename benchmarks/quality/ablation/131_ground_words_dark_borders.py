@@ -34,13 +34,16 @@ ap.add_argument("--tiles", default=None)
 args = ap.parse_args()
 P = [f"a {c} {s}" for c in args.colours for s in S]
 plain = prior.unconditional_prompt
-uncs = [("\"\"", plain)] + ([("negative 'on grey'", lambda p: plain(p) or "on grey")] if args.negative_grey else [])
-uncs += [("colour alone", lambda p: f"a {parse_prompt(p)['colour']}")] if args.colour_unconditional else []
+# each arm names its unconditional itself (the extra argument, a keyed prior's colours, is ignored: since row 139
+# sample() gives a keyed prior's colours the colour alone, and the "" arm here is rows 137-138's "")
+uncs = [("\"\"", lambda p, *_: plain(p))]
+uncs += [("negative 'on grey'", lambda p, *_: plain(p) or "on grey")] if args.negative_grey else []
+uncs += [("colour alone", lambda p, *_: f"a {parse_prompt(p)['colour']}")] if args.colour_unconditional else []
 rows = []
 for w in args.weights:
     net, card = prior.load_prior(w)
     for name, unc in uncs:
-        prior.unconditional_prompt = unc  # sample() pairs each prompt with unconditional_prompt(prompt)
+        prior.unconditional_prompt = unc  # sample() pairs each prompt with unconditional_prompt(prompt, keyed)
         for s in (7.5, 20.0):
             g = torch.Generator().manual_seed(0)
             x = prior.sample(net, [p for p in P for _ in range(4)], s, 25, generator=g)  # (N, 3, R, R) in [0, 1]
