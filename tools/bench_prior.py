@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     white = (judge_ground(be.prior_card.get("data", {})) if args.judge_white_fraction is None
              else args.judge_white_fraction)
     greys = be.prior_card.get("data", {}).get("grey_range")  # the judge learns the prior's own grounds
-    if greys is None and white < 1.0:
-        greys = [0.2, 0.3]  # the dark priors' greys (tools/make_shapes_data.py --grey-range 0.2 0.3)
+    if greys is None and white < 1.0:  # --judge-white-fraction on a prior without greys (the shipped one): the
+        greys = list(BuiltinBackend.dark_ground_views("white")[1])  # dark-ground prior's, which keyed ones share
     epochs = judge_epochs(white, args.judge_epochs)
     clf, clf_shape, clf_colour = train_classifier(R, epochs=epochs, white_fraction=white, grey_range=greys)
     print(f"classifier (white share {white:g}, greys {greys or 'default'}, {epochs} epochs): held-out accuracy "

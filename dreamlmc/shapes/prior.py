@@ -199,8 +199,8 @@ def sample(net: PriorNet, prompts: Sequence[str], guidance_scale: float = 3.0, s
     dtype = next(net.parameters()).dtype
     x = torch.randn(B, 3, R, R, generator=generator).to(device=device, dtype=dtype)
     L = seq_len_of(cfg)
-    hidden = net.encode(torch.cat([tokenize(prompts, L), tokenize([unconditional_prompt(p, keyed_colours) for p in prompts], L)])
-                        .to(device))
+    uncond = [unconditional_prompt(p, keyed_colours) for p in prompts]
+    hidden = net.encode(torch.cat([tokenize(prompts, L), tokenize(uncond, L)]).to(device))
 
     def predict(x_t, t):  # conditional and unconditional in one batch
         return net.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), hidden).chunk(2)

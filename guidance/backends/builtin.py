@@ -40,9 +40,10 @@ def dark_ground_views(colour: str, weights: Optional[Path] = None) -> Tuple[floa
     go on grey; a mixed one (half of every prompt's images on grey, README row 105) puts half of them there."""
     from dreamlmc.netio import read_card
 
-    data = read_card(Path(weights) if weights else dark_weights()).get("data", {})
+    card = read_card(Path(weights) if weights else dark_weights())
+    data = card.get("data", {})
     greys = tuple(float(g) for g in data.get("grey_range", (0.2, 0.3)))
-    if colour in data.get("grey_colours", ()):
+    if colour in keyed_colours_of(card):
         return 0.0, greys
     return float(data.get("white_fraction", 0.5)), greys
 
