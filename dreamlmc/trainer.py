@@ -237,7 +237,7 @@ class Trainer:
             words = view_words(cfg.camera)
             backend.encode_prompts(self.prompts_for(words))
             _check_overhead_views(words, backend)
-        if cfg.guidance.partial_scale is not None:  # composable guidance: the prior must split the prompt
+        if cfg.guidance.partial_scale is not None or cfg.guidance.shape_boost is not None:  # the prior must split it
             backend.partial_prompts([cfg.prompt])
         res = cfg.resolution or backend.image_resolution
         self.resolution = res

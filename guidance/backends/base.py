@@ -85,12 +85,12 @@ class DiffusionBackend:
         return [""] * len(prompts)
 
     def partial_prompts(self, prompts: List[str]) -> List[str]:
-        """Each prompt's colour alone, for guidance.partial_scale (composable guidance): the built-in prior only,
-        whose prompts have a grammar; a real text encoder's prompts have none to split."""
+        """Each prompt's colour alone, for guidance.partial_scale and guidance.shape_boost (composable guidance): the
+        built-in prior only, whose prompts have a grammar; a real text encoder's prompts have none to split."""
         from dreamlmc.errors import DreamlmcError
 
-        raise DreamlmcError("guidance.partial_scale needs the built-in prior (it splits a prompt into its colour and "
-                            "its shape); unset it for this model")
+        raise DreamlmcError("guidance.partial_scale and guidance.shape_boost need the built-in prior (they split a "
+                            "prompt into its colour and its shape); unset them for this model")
 
     @classmethod
     def world(cls):

@@ -178,10 +178,11 @@ def test_pickle_only_weights_are_refused_with_a_conversion_hint(tmp_path):
         load_backend(str(folder))
 
 
-def test_composable_guidance_is_refused_at_start_on_a_real_prior(tiny_sd, tmp_path):
+@pytest.mark.parametrize("split", ["guidance.partial_scale=3", "guidance.shape_boost=0.5"])
+def test_composable_guidance_is_refused_at_start_on_a_real_prior(tiny_sd, tmp_path, split):
     from dreamlmc.trainer import Trainer, resolve_config
 
-    cfg = resolve_config([], [f"model={tiny_sd}", "prompt=a red cube", "guidance.partial_scale=3",
+    cfg = resolve_config([], [f"model={tiny_sd}", "prompt=a red cube", split,
                               "guidance.corrective=identity"])
     with pytest.raises(DreamlmcError, match="built-in prior"):
         Trainer(cfg, tmp_path / "run", progress=False)

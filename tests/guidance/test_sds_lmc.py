@@ -338,6 +338,32 @@ def test_composable_guidance_splits_the_prompt_term_into_colour_and_shape(batch)
     assert not torch.allclose(out["grad_norm_cond"], plain["grad_norm_cond"])
 
 
+def test_shape_boost_is_composable_guidance_with_the_shape_guided_harder(batch):
+    """ε̂ = ε_u + s (ε_c − ε_u) + r s (ε_c − ε_colour): the colour at s, the shape given the colour at (1 + r) s, the
+    same gradient as partial_scale = s at guidance scale (1 + r) s; r = 0 is plain guidance."""
+    images, t, eps = batch
+    s, r, prompts = 12.0, 0.5, ("a red cube", "a blue sphere")
+    boosted, grad, _ = run(GuidanceConfig(kind="sds", guidance_scale=s, shape_boost=r, fixed_eps=False), images,
+                           prompts, t, eps, backend=PartialStub())
+    composed, grad_composed, _ = run(GuidanceConfig(kind="sds", guidance_scale=(1 + r) * s, partial_scale=s,
+                                                    fixed_eps=False), images, prompts, t, eps, backend=PartialStub())
+    torch.testing.assert_close(grad, grad_composed, rtol=1e-5, atol=1e-7)
+    plain, grad_plain, _ = run(GuidanceConfig(kind="sds", guidance_scale=s, fixed_eps=False), images, prompts, t,
+                               eps)
+    zero, grad_zero, _ = run(GuidanceConfig(kind="sds", guidance_scale=s, shape_boost=0.0, fixed_eps=False), images,
+                             prompts, t, eps, backend=PartialStub())
+    torch.testing.assert_close(grad_zero, grad_plain)
+    assert not torch.allclose(grad, grad_plain)
+    from dreamlmc.errors import DreamlmcError
+
+    with pytest.raises(DreamlmcError, match="built-in prior"):
+        run(GuidanceConfig(shape_boost=0.5), images, t=t, eps=eps)
+    for bad, match in ((dict(partial_scale=3.0), "set one of the two"), (dict(kind="dds"), "kind=dds"),
+                       (dict(lmc=LMCConfig(x_hat_from="guided")), "x_hat_from")):
+        with pytest.raises(DreamlmcError, match=match):
+            GuidanceConfig(shape_boost=0.5, **bad).validate()
+
+
 def test_composable_guidance_needs_a_prior_with_a_grammar(batch):
     from dreamlmc.errors import DreamlmcError
 
