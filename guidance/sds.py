@@ -62,9 +62,9 @@ class GuidanceConfig:
     # Shape boost, built-in prior only: the shape given the colour guided harder than the colour,
     # ε̂ = ε_u + s (ε_c − ε_u) + r s (ε_c − ε_colour), r this value: composable guidance with the colour at s and
     # the shape at (1 + r) s, both following the scale's schedule (the scale that inflates a colour's blob is not
-    # raised); r < 0 guides the shape more gently than the colour (r = −1: the colour alone). In 3D (5 prompts × 2
-    # seeds, README rows 141-143): r = 0.5 IoU −0.059 (red cubes 1.1-1.3× large, pitted), −0.25 +0.019, −0.5 −0.023,
-    # all within the white cube's swings. One more UNet pass per step. None: plain guidance
+    # raised); r < 0 guides the shape more gently than the colour (r = −1: the colour alone). In 3D (5 prompts,
+    # README rows 141-143): r = 0.5 IoU −0.059 (red cubes 1.1-1.3× large, pitted), −0.25 +0.004 (3 seeds), −0.5
+    # −0.023, all within the white cube's swings. One more UNet pass per step. None: plain guidance
     shape_boost: Optional[float] = spec(None, ge=-1.0, le=100.0)
     # anneal the upper end of t_range linearly to this value over training (None: no annealing); large t shapes
     # the object early, small t refines it late
