@@ -93,22 +93,16 @@ class GuidanceConfig:
         if self.t_max_end is not None and self.t_max_end < lo:
             raise DreamlmcError(f"config key 'guidance.t_max_end' must be >= guidance.t_range[0] ({lo:g}), "
                                 f"got {self.t_max_end}")
-        if self.partial_scale is not None and self.kind == "lmc-sds" and self.lmc.x_hat_from == "guided":
-            raise DreamlmcError("config key 'guidance.partial_scale' does not combine with guidance.lmc.x_hat_from="
+        if self.partial_scale is not None and self.shape_boost is not None:
+            raise DreamlmcError("config keys 'guidance.shape_boost' and 'guidance.partial_scale' both split the "
+                                "prompt term; set one of the two")
+        split = next((k for k in ("partial_scale", "shape_boost") if getattr(self, k) is not None), None)
+        if split and self.kind == "lmc-sds" and self.lmc.x_hat_from == "guided":
+            raise DreamlmcError(f"config key 'guidance.{split}' does not combine with guidance.lmc.x_hat_from="
                                 "guided (the corrective's target would ignore the split); use one of the two")
-        if self.partial_scale is not None and self.kind == "dds":
-            raise DreamlmcError("config key 'guidance.partial_scale' does not apply to guidance.kind=dds (2D editing "
+        if split and self.kind == "dds":
+            raise DreamlmcError(f"config key 'guidance.{split}' does not apply to guidance.kind=dds (2D editing "
                                 "guides by a source and a target prompt, not by one split prompt); drop one of the two")
-        if self.shape_boost is not None:
-            if self.partial_scale is not None:
-                raise DreamlmcError("config keys 'guidance.shape_boost' and 'guidance.partial_scale' both split the "
-                                    "prompt term; set one of the two")
-            if self.kind == "lmc-sds" and self.lmc.x_hat_from == "guided":
-                raise DreamlmcError("config key 'guidance.shape_boost' does not combine with guidance.lmc.x_hat_from="
-                                    "guided (the corrective's target would ignore the boost); use one of the two")
-            if self.kind == "dds":
-                raise DreamlmcError("config key 'guidance.shape_boost' does not apply to guidance.kind=dds (2D editing "
-                                    "has no one prompt to split); drop one of the two")
 
     def end_scale(self) -> Optional[float]:
         """The guidance scale at the end of training (None: constant at guidance_scale)."""
@@ -213,12 +207,13 @@ class ScoreDistillation:
         with torch.no_grad():
             x_t = add_noise(x.detach(), alpha, sigma, eps)
             eps_c, eps_u = be.predict_noise(x_t, t, cond, uncond if guided else None)
-            if partial is not None:  # ε̂ − ε_c = (s − 1)(ε_c − ε_p) + (s_p − 1)(ε_p − ε_u)
+            if partial is not None:  # ε̂ − ε_c = (s_shape − 1)(ε_c − ε_p) + (s_colour − 1)(ε_p − ε_u)
                 eps_p, _ = be.predict_noise(x_t, t, partial, None)
-                if cfg.shape_boost is not None:  # ε̂ − ε_c = (s − 1)(ε_c − ε_u) + r s (ε_c − ε_p)
-                    g_cond = w4 * ((s - 1.0) * (eps_c - eps_u) + cfg.shape_boost * s * (eps_c - eps_p))
+                if cfg.shape_boost is not None:  # the colour at s, the shape at (1 + r) s
+                    s_shape, s_colour = (1.0 + cfg.shape_boost) * s, s
                 else:
-                    g_cond = w4 * ((s - 1.0) * (eps_c - eps_p) + (cfg.partial_scale - 1.0) * (eps_p - eps_u))
+                    s_shape, s_colour = s, cfg.partial_scale
+                g_cond = w4 * ((s_shape - 1.0) * (eps_c - eps_p) + (s_colour - 1.0) * (eps_p - eps_u))
             else:
                 g_cond = w4 * (s - 1.0) * (eps_c - eps_u) if eps_u is not None else torch.zeros_like(eps_c)
             g_cond = torch.nan_to_num(g_cond)
