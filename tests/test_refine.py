@@ -53,6 +53,8 @@ def test_refine_settings_are_checked():
         resolve_config([], ["refine.start=1.5"])
     with pytest.raises(DreamlmcError, match="refine.ddim_steps"):
         resolve_config([], ["refine.ddim_steps=0"])
+    with pytest.raises(DreamlmcError, match="refine.sds_guidance_scale"):
+        resolve_config([], ["refine.sds_guidance_scale=0.5"])
 
 
 @pytest.mark.slow
@@ -61,6 +63,30 @@ def test_score_distillation_can_go_on_beside_the_refinement(tmp_path):
     assert tr.train()
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(calls) == 4 and all("loss_cond" in r and "loss_refine" in r for r in recs[4:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sds_scale", [None, 4.0])
+def test_the_refinements_score_distillation_runs_at_its_own_scale_when_set(tmp_path, sds_scale):
+    """refine.sds_guidance_scale replaces the guidance's scheduled scale in the refinement's score distillation
+    only: before the refinement the schedule holds, and unset it holds throughout."""
+    extra = [f"refine.sds_guidance_scale={'null' if sds_scale is None else sds_scale}"]
+    tr, calls = _trainer(tmp_path, "refine.start=0.5", "refine.sds_weight=0.5", "guidance.guidance_scale=20",
+                         "guidance.guidance_scale_end_factor=0.5", *extra)
+    scales, call = [], tr.guidance.__call__
+
+    class Spy(type(tr.guidance)):
+        def __call__(self, *a, **k):
+            scales.append((tr.step, self.scale))
+            return call(*a, **k)
+
+    tr.guidance.__class__ = Spy
+    assert tr.train()
+    schedule = {step: 20 - 10 * step / 8 for step in range(8)}
+    for step, s in scales:
+        want = sds_scale if (sds_scale is not None and step >= 4) else schedule[step]
+        assert s == pytest.approx(want), (step, s)
+    assert [st for st, _ in scales] == list(range(8))
 
 
 def test_the_refine_preset_is_the_default_with_row_122s_refinement_only():
@@ -76,8 +102,8 @@ def test_the_refine_preset_is_the_default_with_row_122s_refinement_only():
 def test_the_default_refines_its_last_30_percent_as_row_126_measured():
     """The built-in preset's refinement (README ablation rows 126, 130); the SD and IF presets leave it off."""
     r = resolve_config([], []).refine
-    assert (r.start, r.t_range, r.ddim_steps, r.guidance_scale, r.sds_weight, r.sparsity_factor, r.volume_anchor) \
-        == (0.7, (0.05, 0.2), 2, 3.0, 0.25, 0.25, 0.0)
+    assert (r.start, r.t_range, r.ddim_steps, r.guidance_scale, r.sds_weight, r.sparsity_factor, r.volume_anchor,
+            r.sds_guidance_scale) == (0.7, (0.05, 0.2), 2, 3.0, 0.25, 0.25, 0.0, 7.5)
     for name in ("stable_diffusion.yaml", "deepfloyd_if.yaml"):
         assert resolve_config([load_yaml(QUICK.parent / name)], []).refine.start is None, name
 

@@ -22,3 +22,6 @@ def test_a_larger_object_costs_more_opacity_penalty():
     r = forces(cfg, load_backend("builtin"), "a red cube", views=2, draws=1, progress=1.0, delta=0.05, seed=0)
     assert r["scale"]["penalty"] > 0 and r["height"]["penalty"] > 0
     assert r["scale"]["growth"] == -r["scale"]["guidance"] / r["scale"]["penalty"]
+    # the background ring's part of the growth: a part of it, not all (the object's own pixels change too)
+    out = r["scale"]["growth_outside"]
+    assert torch.isfinite(torch.tensor(out)) and out != r["scale"]["growth"]

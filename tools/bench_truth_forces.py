@@ -12,7 +12,9 @@ on the image (the same ScoreDistillation the trainer calls, at a given training 
 Descent moves k by −dL/dk: a negative guidance force grows the object, the opacity penalty's (positive) force
 shrinks it. The table gives the guidance's force as a multiple of the penalty's, `growth` = −F_guid / F_pen: at 1
 the truth is balanced, above 1 it grows, below 1 it shrinks. If `growth` differs between prompts, no single penalty
-weight can hold every object at its size (README, ablation rows 56, 100).
+weight can hold every object at its size (README, ablation rows 56, 100). `outside` is the part of `growth` that comes
+from pixels outside the truth's silhouette (coverage < 0.5: the background ring a growing object covers), so that a
+force on size can be told apart from one on the object's own pixels (ablation row 144).
 
     python tools/bench_truth_forces.py                                     # the default preset, 8 prompts
     python tools/bench_truth_forces.py guidance.lmc.weight=5 --label lmc5  # any training override
@@ -104,9 +106,13 @@ def forces(cfg, backend, prompt: str, views: int, draws: int, progress: float, d
         f_guid = (grads * dx[None]).sum(dim=(2, 3, 4))  # (draws, views)
         per_view = f_guid.mean(0)
         fg, fp = float(per_view.mean()), float(f_pen.mean())
+        outside = (base["mask"] < 0.5).float()[None]  # pixels the truth's render leaves (mostly) background
+        f_out = float((grads * dx[None] * outside).sum(dim=(2, 3, 4)).mean())
         result[mode] = {"guidance": fg, "guidance_se": float(per_view.std() / np.sqrt(views)), "penalty": fp,
                         "growth": -fg / fp if fp else float("nan"),
-                        "growth_se": float(per_view.std() / np.sqrt(views)) / abs(fp) if fp else float("nan")}
+                        "growth_se": float(per_view.std() / np.sqrt(views)) / abs(fp) if fp else float("nan"),
+                        # the share of the growth from pixels outside the truth's silhouette (its background ring)
+                        "growth_outside": -f_out / fp if fp else float("nan")}
     return result
 
 
@@ -147,7 +153,8 @@ def main(argv=None) -> int:
                            args.refine)
                 rows.append({"prompt": prompt, "progress": prog, "at": at, **r})
                 print(f"{prompt:18s} progress {prog:.2f} at {at:g}: " + "  ".join(
-                    f"{m} growth {r[m]['growth']:+.2f} ± {r[m]['growth_se']:.2f}" for m in r), flush=True)
+                    f"{m} growth {r[m]['growth']:+.2f} ± {r[m]['growth_se']:.2f} (outside {r[m]['growth_outside']:+.2f})"
+                    for m in r), flush=True)
     print(f"\n{args.label}: overrides {' '.join(args.overrides) or '(none)'}; {time.time() - t0:.0f} s")
     print("| prompt | progress | at | " + " | ".join(f"{m} growth" for m in MODES) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in MODES) + " |")
