@@ -12,6 +12,11 @@ The rows' overrides (each row's JSON is its results.json):
     125 refine.t_range=[0.1,0.3] refine.sds_weight=1.0 refine.sparsity_factor=1.0
     126 refine.t_range=[0.05,0.2] refine.ddim_steps=2 refine.sds_weight=0.25 refine.sparsity_factor=0.25
     127 refine.t_range=[0.1,0.3] refine.volume_anchor=1000
+Rows 145-146 (`144-146_refine_sds_scale/`) ran it with STAGE1_DIR and PROMPTS set, once with no overrides (the default
+arm, at that session's default, before refine.sds_guidance_scale became 7.5) and once with
+refine.sds_guidance_scale=7.5; their printed "default" column is row 116's (another machine), so the two arms were
+paired with each other instead (`144-146_refine_sds_scale/pair.py`):
+    STOP=700 STAGE1_DIR=DIR PROMPTS="a red cube,a yellow cone,..." python 122_branch_from_step700.py OUT 0,1,2 ...
 """
 import json, os, signal, sys, shutil
 from pathlib import Path
